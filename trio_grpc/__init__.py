@@ -1,0 +1,28 @@
+"""trio_grpc: gRPC for Trio on the pure-Python HTTP/2 stack h2.
+
+Serve with `Server` and `bind_service`, call with `Channel` and `Stub`; see docs/api.md.
+"""
+
+from ._client import Call, Channel, Method, Stub
+from ._metadata import Metadata, MetadataError
+from ._server import Server, ServicerContext
+from ._service import ServiceBinding, bind_service
+from ._settings import ChannelSettings, ServerSettings
+from ._status import RpcError, StatusCode
+
+__all__ = [
+    "Call",
+    "Channel",
+    "ChannelSettings",
+    "Metadata",
+    "MetadataError",
+    "Method",
+    "RpcError",
+    "Server",
+    "ServerSettings",
+    "ServiceBinding",
+    "ServicerContext",
+    "StatusCode",
+    "Stub",
+    "bind_service",
+]

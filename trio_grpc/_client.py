@@ -1,0 +1,498 @@
+"""The gRPC client: `Channel` (connections), `Call` (one RPC), `Stub` (methods from a service descriptor).
+
+A Channel owns a nursery in which its connection tasks run; leaving `async with Channel(...)` closes them.
+It keeps one connection and opens a new one when that one is lost or draining after a GOAWAY. A `Call` is
+an async context manager: leaving it before the call ended resets the stream with RST_STREAM(CANCEL).
+The deadline of a call bounds every wait of that call; when it passes, the stream is cancelled and the
+waiting operation raises RpcError(DEADLINE_EXCEEDED).
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+from collections.abc import AsyncIterable, Iterable
+from types import TracebackType
+from typing import Any
+
+import h2.config
+import h2.events
+import h2.settings
+import trio
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
+
+from ._codec import deserialize, serialize, status_from_trailers
+from ._compression import ACCEPT_ENCODING, is_supported
+from ._metadata import Metadata, MetadataValue, decode_metadata, encode_metadata
+from ._service import Kind, MethodSpec
+from ._settings import ChannelSettings
+from ._status import RpcError, StatusCode, status_from_http, status_from_reset
+from ._timeout import format_timeout
+from ._transport import Connection, ErrorCodes, Stream, StreamClosed
+
+
+class ClientConnection(Connection):
+    def __init__(
+        self, socket: trio.abc.Stream, settings: ChannelSettings, authority: bytes, scheme: bytes
+    ) -> None:
+        config = h2.config.H2Configuration(
+            client_side=True,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+        super().__init__(socket, config, settings)
+        self.settings_received = trio.Event()
+        self.draining = False
+        self._slot_lot = trio.lowlevel.ParkingLot()
+        self._base_headers = [
+            (b":method", b"POST"),
+            (b":scheme", scheme),
+            (b":authority", authority),
+            (b"te", b"trailers"),
+            (b"content-type", b"application/grpc"),
+            (b"user-agent", settings.user_agent.encode()),
+            (b"grpc-accept-encoding", ACCEPT_ENCODING),
+        ]
+        self._local_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0})
+
+    @property
+    def usable(self) -> bool:
+        return self.lost is None and not self.draining
+
+    def _on_remote_settings(self, event: h2.events.RemoteSettingsChanged) -> None:
+        self.settings_received.set()
+        super()._on_remote_settings(event)
+        self._slot_lot.unpark_all()  # MAX_CONCURRENT_STREAMS may have grown
+
+    def _on_headers(self, event: h2.events.ResponseReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is not None:
+            stream.headers = event.headers
+            stream.wake()
+
+    def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
+        self.draining = True
+        refused = StreamClosed("the server refused the call (GOAWAY)", ErrorCodes.REFUSED_STREAM)
+        last_stream_id = event.last_stream_id or 0
+        for stream in list(self.streams.values()):
+            if stream.id > last_stream_id:
+                stream._close(refused)
+        if not self.streams:
+            self.close()
+
+    def _on_connection_lost(self) -> None:
+        self.settings_received.set()
+        self._slot_lot.unpark_all()
+
+    def _stream_released(self) -> None:
+        self._slot_lot.unpark(count=1)
+        if self.draining and not self.streams:
+            self.close()
+
+    async def open_stream(self, path: bytes, extra_headers: list[tuple[bytes, bytes]]) -> Stream:
+        """A new stream with its request headers sent, once MAX_CONCURRENT_STREAMS allows one."""
+        while len(self.streams) >= (self.h2.remote_settings.max_concurrent_streams or 2**31):
+            if self.lost is not None:
+                raise self.lost
+            await self._slot_lot.park()
+        if self.lost is not None:
+            raise self.lost
+        stream_id = self.h2.get_next_available_stream_id()
+        stream = Stream(self, stream_id)
+        self.streams[stream_id] = stream
+        headers = [(b":path", path), *self._base_headers, *extra_headers]
+        self.send_headers(stream, headers)
+        return stream
+
+
+def _parse_target(target: str) -> tuple[str, int] | str:
+    """(host, port) from "host:port", "[v6]:port", "dns:///host:port"; a path from "unix:path"."""
+    if target.startswith("unix:"):
+        path = target[len("unix:") :]
+        return path[2:] if path.startswith("///") else path
+    host, sep, port = target.removeprefix("dns:///").rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"target {target!r} is not host:port or unix:path")
+    return host.strip("[]"), int(port)
+
+
+class Channel:
+    """Calls to one server over HTTP/2 (plaintext, or TLS when `tls` is an SSLContext)."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        settings: ChannelSettings | None = None,
+    ) -> None:
+        self.target = target
+        self._address = _parse_target(target)
+        self._tls = tls
+        if tls is not None:
+            tls.set_alpn_protocols(["h2"])
+        self._server_hostname = server_hostname
+        self.settings = settings or ChannelSettings()
+        authority = server_hostname or (target if isinstance(self._address, tuple) else "localhost")
+        self._authority = authority.encode()
+        self._scheme = b"https" if tls is not None else b"http"
+        self._connection: ClientConnection | None = None
+        self._connect_lock = trio.Lock()
+        self._nursery: trio.Nursery | None = None
+        self._nursery_manager: Any = None
+
+    async def __aenter__(self) -> Channel:
+        self._nursery_manager = trio.open_nursery()
+        self._nursery = await self._nursery_manager.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        assert self._nursery is not None
+        if self._connection is not None:
+            self._connection.close()
+        self._nursery.cancel_scope.cancel()
+        self._nursery = None
+        return bool(await self._nursery_manager.__aexit__(exc_type, exc, tb))
+
+    async def connection(self) -> ClientConnection:
+        connection = self._connection
+        if connection is not None and connection.usable:
+            return connection
+        async with self._connect_lock:
+            if self._connection is None or not self._connection.usable:
+                self._connection = await self._connect()
+            return self._connection
+
+    async def _connect(self) -> ClientConnection:
+        if self._nursery is None:
+            raise RuntimeError("use the Channel in `async with Channel(...) as channel:`")
+        stream: trio.abc.Stream
+        with trio.move_on_after(self.settings.connect_timeout) as timer:
+            try:
+                if isinstance(self._address, str):
+                    stream = await trio.open_unix_socket(self._address)
+                else:
+                    stream = await trio.open_tcp_stream(*self._address)
+            except OSError as exc:
+                raise RpcError(StatusCode.UNAVAILABLE, f"cannot connect to {self.target}: {exc}") from None
+            if self._tls is not None:
+                stream = await self._tls_handshake(stream)
+            connection = ClientConnection(stream, self.settings, self._authority, self._scheme)
+            self._nursery.start_soon(connection.run)
+            await connection.settings_received.wait()
+            if connection.lost is not None:
+                hint = " (is it a TLS server? use TLS)" if self._tls is None else ""
+                raise RpcError(StatusCode.UNAVAILABLE, f"{self.target} did not speak HTTP/2{hint}")
+            return connection
+        assert timer.cancelled_caught
+        raise RpcError(StatusCode.UNAVAILABLE, f"timed out connecting to {self.target}")
+
+    async def _tls_handshake(self, stream: trio.abc.Stream) -> trio.SSLStream[trio.abc.Stream]:
+        assert self._tls is not None
+        hostname = self._server_hostname or (self._address[0] if isinstance(self._address, tuple) else None)
+        ssl_stream = trio.SSLStream(stream, self._tls, server_hostname=hostname)
+        try:
+            await ssl_stream.do_handshake()
+        except trio.BrokenResourceError as exc:
+            await trio.aclose_forcefully(stream)
+            cause = exc.__cause__ or exc
+            hint = " (is it a plaintext server?)" if "WRONG_VERSION_NUMBER" in str(cause) else ""
+            raise RpcError(
+                StatusCode.UNAVAILABLE, f"TLS handshake with {self.target} failed: {cause}{hint}"
+            ) from None
+        if ssl_stream.selected_alpn_protocol() != "h2":
+            await trio.aclose_forcefully(ssl_stream)
+            raise RpcError(StatusCode.UNAVAILABLE, f"{self.target} did not negotiate HTTP/2 (ALPN h2)")
+        return ssl_stream
+
+
+class Call:
+    """One RPC in progress. Use as `async with`; see docs/api.md for the operations of each kind."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        spec: MethodSpec,
+        request: Message | None,
+        timeout: float | None,
+        metadata: Metadata | None,
+        compression: str | None,
+    ) -> None:
+        if compression is not None and not is_supported(compression):
+            raise ValueError(f"unsupported compression {compression!r}")
+        self._channel = channel
+        self._spec = spec
+        self._request = request
+        self._timeout = timeout
+        self._deadline = math.inf if timeout is None else trio.current_time() + timeout
+        self._extra_headers = encode_metadata(metadata)
+        self._compression = None if compression == "identity" else compression
+        self._connection: ClientConnection | None = None
+        self._stream: Stream | None = None
+        self._response_encoding: str | None = None
+        self._headers_checked = False
+        self._error: RpcError | None = None
+        self.code: StatusCode | None = None
+        self.message = ""
+        self.details: bytes | None = None
+        self.trailing_metadata: tuple[tuple[str, MetadataValue], ...] = ()
+
+    @property
+    def done(self) -> bool:
+        return self.code is not None
+
+    async def __aenter__(self) -> Call:
+        await self._bounded(self._start)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._close()
+
+    def __aiter__(self) -> Call:
+        return self
+
+    async def __anext__(self) -> Message:
+        message = await self.receive()
+        if message is None:
+            raise StopAsyncIteration
+        return message
+
+    async def _start(self) -> None:
+        headers = list(self._extra_headers)
+        if self._timeout is not None:
+            headers.append((b"grpc-timeout", format_timeout(self._deadline - trio.current_time())))
+        if self._compression is not None:
+            headers.append((b"grpc-encoding", self._compression.encode()))
+        connection = self._connection = await self._channel.connection()
+        try:
+            self._stream = await connection.open_stream(self._spec.path.encode(), headers)
+        except StreamClosed as exc:
+            raise RpcError(StatusCode.UNAVAILABLE, exc.reason) from None
+        if self._request is not None:
+            await self._send(self._request, end_stream=True)
+
+    async def _bounded(self, operation: Any, *args: Any) -> Any:
+        """Run one wait of the call within its deadline."""
+        if self._deadline == math.inf:
+            return await operation(*args)
+        with trio.move_on_at(self._deadline):
+            return await operation(*args)
+        self._fail(RpcError(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+        raise self._error  # type: ignore[misc]
+
+    def _fail(self, error: RpcError) -> None:
+        """End the call on our side with `error` (the stream is reset if still open)."""
+        if self.code is None:
+            self.code, self.message, self.details = error.code, error.message, error.details
+            self._error = error
+        if self._stream is not None and self._connection is not None:
+            self._connection.reset(self._stream, ErrorCodes.CANCEL)
+
+    def _close(self) -> None:
+        if self._stream is None or self._connection is None:
+            return
+        if self.code is None:
+            self._fail(RpcError(StatusCode.CANCELLED, "call cancelled by the client"))
+        self._connection.release(self._stream)
+        self._stream = None
+
+    # -- sending ---------------------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        """Send one request message (client-streaming kinds)."""
+        await self._bounded(self._send, message, False)
+
+    async def _send(self, message: Message, end_stream: bool) -> None:
+        stream = self._live_stream()
+        if stream.ended:  # the server already answered: report its status instead of writing into the void
+            self._raise_if_failed(self._complete())
+            return
+        data = serialize(message, self._compression, self._channel.settings.max_send_message_size)
+        assert self._connection is not None
+        try:
+            await self._connection.send_data(stream, data, end_stream=end_stream)
+        except StreamClosed as exc:
+            self._raise_if_failed(self._complete() if stream.ended else self._closed_error(exc))
+
+    async def done_writing(self) -> None:
+        """Half-close: no more requests."""
+        stream = self._live_stream()
+        assert self._connection is not None
+        self._connection.end_stream(stream)
+        await trio.lowlevel.checkpoint()
+
+    def _live_stream(self) -> Stream:
+        if self._error is not None:
+            raise self._error
+        if self._stream is None:
+            raise RuntimeError("the call is not open: use it inside `async with`")
+        return self._stream
+
+    # -- receiving -------------------------------------------------------------------------------------
+
+    async def initial_metadata(self) -> tuple[tuple[str, MetadataValue], ...]:
+        stream = self._live_stream()
+        try:
+            headers = await self._bounded(stream.wait_for_headers)
+        except StreamClosed as exc:
+            self._raise_if_failed(self._closed_error(exc))
+            return ()
+        return decode_metadata(headers)
+
+    async def receive(self) -> Message | None:
+        """The next response message, or None when the call ended with OK; raises RpcError otherwise."""
+        if self.code is not None:
+            self._raise_if_failed(self._error)
+            return None
+        stream = self._live_stream()
+        while True:
+            if not self._headers_checked and stream.headers is not None:
+                self._check_headers(stream.headers)
+            try:
+                item = stream.take_message()
+            except RpcError as exc:
+                self._fail(exc)
+                raise
+            except StreamClosed as exc:
+                self._raise_if_failed(self._closed_error(exc))
+                raise AssertionError("unreachable") from None
+            if item is not None:
+                try:
+                    return deserialize(
+                        item[0],
+                        item[1],
+                        self._response_encoding,
+                        self._spec.response_type,
+                        self._channel.settings.max_receive_message_size,
+                    )
+                except RpcError as exc:
+                    self._fail(exc)
+                    raise
+            if stream.ended:
+                self._raise_if_failed(self._complete())
+                return None
+            await self._bounded(stream._lot.park)
+
+    async def response(self) -> Message:
+        """Half-close if still sending, then the single response of a unary-response call."""
+        if self._stream is not None and not self._stream.local_ended:
+            await self.done_writing()
+        response = await self.receive()
+        if response is None:
+            self._fail(RpcError(StatusCode.UNIMPLEMENTED, "the server sent no response message"))
+            raise self._error  # type: ignore[misc]
+        if await self.receive() is not None:
+            self._fail(RpcError(StatusCode.UNIMPLEMENTED, "the server sent more than one response message"))
+            raise self._error  # type: ignore[misc]
+        return response
+
+    def _check_headers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self._headers_checked = True
+        fields = dict(headers)
+        encoding = fields.get(b"grpc-encoding")
+        if encoding is not None and encoding != b"identity":
+            self._response_encoding = encoding.decode("ascii", "replace")
+
+    def _complete(self) -> RpcError | None:
+        """The call's final status from the trailers (or a Trailers-Only response); None if OK."""
+        stream = self._stream
+        assert stream is not None
+        headers = dict(stream.headers or ())
+        trailers = dict(stream.trailers) if stream.trailers is not None else headers
+        http_status = headers.get(b":status", b"200")
+        if http_status != b"200" and b"grpc-status" not in trailers:
+            status = int(http_status) if http_status.isdigit() else 0
+            error = RpcError(status_from_http(status), f"unexpected HTTP status {http_status.decode()}")
+            self._fail(error)
+            return error
+        code, message, details = status_from_trailers(trailers)
+        self.trailing_metadata = decode_metadata(stream.trailers or stream.headers or ())
+        self.code, self.message, self.details = code, message, details
+        if code == StatusCode.OK:
+            return None
+        self._error = RpcError(code, message, details=details, trailing_metadata=self.trailing_metadata)
+        return self._error
+
+    def _closed_error(self, closed: StreamClosed) -> RpcError:
+        if closed.reset_code is None:
+            error = RpcError(StatusCode.UNAVAILABLE, closed.reason)
+        else:
+            error = RpcError(status_from_reset(closed.reset_code), closed.reason)
+        self._fail(error)
+        return error
+
+    def _raise_if_failed(self, error: RpcError | None) -> None:
+        if error is not None:
+            raise error
+
+
+class Method:
+    """One method of a `Stub`. How to call it depends on its kind (see docs/api.md)."""
+
+    def __init__(self, channel: Channel, spec: MethodSpec) -> None:
+        self._channel = channel
+        self.spec = spec
+
+    def open(
+        self,
+        request: Message | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        compression: str | None = None,
+    ) -> Call:
+        """The call as an async context manager, for full control (metadata, sending by hand)."""
+        if (request is not None) == self.spec.kind.client_streaming:
+            needs = "no request (send them on the call)" if self.spec.kind.client_streaming else "a request"
+            raise TypeError(f"{self.spec.path} takes {needs}")
+        return Call(self._channel, self.spec, request, timeout, metadata, compression)
+
+    def __call__(self, request: Any = None, **options: Any) -> Any:
+        """Unary response: a coroutine giving the response. Streaming response: `async with` the call."""
+        kind = self.spec.kind
+        if kind is Kind.UNARY_UNARY or kind is Kind.STREAM_UNARY:
+            return self._response_only(request, options)
+        return self.open(request, **options)
+
+    async def _response_only(self, request: Any, options: dict[str, Any]) -> Message:
+        response, _ = await self.with_call(request, **options)
+        return response
+
+    async def with_call(self, request: Any = None, **options: Any) -> tuple[Message, Call]:
+        """Unary-response kinds: (response, finished call) so metadata can be read."""
+        if self.spec.kind.client_streaming:
+            async with self.open(**options) as call:
+                await _send_all(call, request)
+                return await call.response(), call
+        async with self.open(request, **options) as call:
+            return await call.response(), call
+
+
+async def _send_all(call: Call, requests: Iterable[Message] | AsyncIterable[Message]) -> None:
+    if isinstance(requests, AsyncIterable):
+        async for request in requests:
+            await call.send(request)
+    else:
+        for request in requests:
+            await call.send(request)
+
+
+class Stub:
+    """Methods of a service, named as in its descriptor: `await stub.CreateChatRoom(request)`."""
+
+    def __init__(self, channel: Channel, service: ServiceDescriptor) -> None:
+        self.service = service
+        self.methods = {
+            method.name: Method(channel, MethodSpec.from_descriptor(method)) for method in service.methods
+        }
+
+    def __getattr__(self, name: str) -> Method:
+        try:
+            return self.__dict__["methods"][name]  # type: ignore[no-any-return]
+        except KeyError:
+            raise AttributeError(f"{self.service.full_name} has no method {name!r}") from None

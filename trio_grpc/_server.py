@@ -1,0 +1,522 @@
+"""The gRPC server: listeners, connections, and one task per call.
+
+A `Server` owns its connections (in the nursery of the `serve_*` call that accepted them); a connection
+owns its calls' tasks. Each call runs its handler inside a cancel scope: the `grpc-timeout` deadline is that
+scope's deadline, and a RST_STREAM from the client, or the connection going away, cancels it. Whatever way
+the handler ends, exactly one status goes back (unless the client is gone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import socket as stdlib_socket
+import ssl
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn
+
+import h2.config
+import h2.errors
+import h2.events
+import h2.settings
+import trio
+from google.protobuf.message import Message
+
+from ._codec import deserialize, serialize, status_headers
+from ._compression import ACCEPT_ENCODING, is_supported, parse_accept_encoding
+from ._metadata import Headers, Metadata, decode_metadata, encode_metadata
+from ._service import Handler, MethodSpec, ServiceBinding
+from ._settings import ServerSettings
+from ._status import RpcError, StatusCode
+from ._timeout import parse_timeout
+from ._transport import Connection, ErrorCodes, Stream, StreamClosed
+
+log = logging.getLogger("trio_grpc.server")
+
+_GRPC_CONTENT_TYPE = b"application/grpc"
+
+
+class ServicerContext:
+    """What a handler knows about its call, and how it answers beyond returning a value."""
+
+    def __init__(
+        self,
+        connection: ServerConnection,
+        stream: Stream,
+        spec: MethodSpec,
+        headers: dict[bytes, bytes],
+        deadline: float,
+    ) -> None:
+        self._connection = connection
+        self._stream = stream
+        self._spec = spec
+        self._request_encoding = headers.get(b"grpc-encoding", b"identity").decode("ascii", "replace")
+        self._accepted_encodings = parse_accept_encoding(headers.get(b"grpc-accept-encoding", b"identity"))
+        self._response_encoding: str | None = None
+        self._raw_headers = stream.headers or []
+        self._invocation_metadata: tuple[tuple[str, str | bytes], ...] | None = None
+        self._headers_sent = False
+        self._trailing: Headers = []
+        self._scope: trio.CancelScope | None = None
+        self._shutting_down = False
+        self.deadline = deadline
+        self.method = spec.path
+        self.peer = connection.peer
+
+    @property
+    def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        if self._invocation_metadata is None:  # decoded on demand: most handlers never look
+            self._invocation_metadata = decode_metadata(self._raw_headers)
+        return self._invocation_metadata
+
+    def time_remaining(self) -> float | None:
+        if self.deadline == math.inf:
+            return None
+        return max(0.0, self.deadline - trio.current_time())
+
+    @property
+    def cancelled(self) -> bool:
+        return self._stream.closed is not None or (self._scope is not None and self._scope.cancel_called)
+
+    def set_compression(self, encoding: str) -> None:
+        """Compress responses with `encoding`, if the client accepts it (else they go uncompressed)."""
+        if not is_supported(encoding):
+            raise ValueError(f"unsupported compression {encoding!r}")
+        if self._headers_sent:
+            raise RuntimeError("set_compression() must come before the first response is sent")
+        accepted = encoding != "identity" and encoding in self._accepted_encodings
+        self._response_encoding = encoding if accepted else None
+
+    async def send_initial_metadata(self, metadata: Metadata) -> None:
+        if self._headers_sent:
+            raise RuntimeError("initial metadata was already sent")
+        self._send_headers(encode_metadata(metadata))
+        await trio.lowlevel.checkpoint()
+
+    def set_trailing_metadata(self, metadata: Metadata) -> None:
+        self._trailing = encode_metadata(metadata)
+
+    def abort(self, code: StatusCode, message: str = "", details: bytes | None = None) -> NoReturn:
+        raise RpcError(code, message, details=details)
+
+    async def send(self, message: Message) -> None:
+        """Send one response message; waits while the client's flow-control window is full."""
+        if not self._headers_sent:
+            self._send_headers([])
+        data = serialize(message, self._response_encoding, self._connection.limits.max_send_message_size)
+        try:
+            await self._connection.send_data(self._stream, data)
+        except StreamClosed:
+            await trio.lowlevel.checkpoint()  # our scope was cancelled with the stream: raise Cancelled
+            raise
+
+    async def _receive(self) -> Message | None:
+        try:
+            item = await self._stream.receive_message()
+        except StreamClosed:
+            await trio.lowlevel.checkpoint()
+            raise
+        if item is None:
+            return None
+        return deserialize(
+            item[0],
+            item[1],
+            self._request_encoding,
+            self._spec.request_type,
+            self._connection.limits.max_receive_message_size,
+        )
+
+    def _send_headers(self, metadata: Headers) -> None:
+        headers = [(b":status", b"200"), (b"content-type", _GRPC_CONTENT_TYPE)]
+        if self._response_encoding is not None:
+            headers.append((b"grpc-encoding", self._response_encoding.encode()))
+        headers.append((b"grpc-accept-encoding", ACCEPT_ENCODING))
+        headers.extend(metadata)
+        self._connection.send_headers(self._stream, headers)
+        self._headers_sent = True
+
+    def _finish(self, code: StatusCode, message: str, details: bytes | None) -> None:
+        trailers = status_headers(code, message, details)
+        trailers.extend(self._trailing)
+        if not self._headers_sent:  # Trailers-Only
+            trailers[:0] = [(b":status", b"200"), (b"content-type", _GRPC_CONTENT_TYPE)]
+        self._connection.send_headers(self._stream, trailers, end_stream=True)
+
+
+class _RequestStream:
+    """The requests of a client-streaming call, as an async iterator."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: ServicerContext) -> None:
+        self._context = context
+
+    def __aiter__(self) -> _RequestStream:
+        return self
+
+    async def __anext__(self) -> Message:
+        message = await self._context._receive()
+        if message is None:
+            raise StopAsyncIteration
+        return message
+
+
+def _rpc_error_in(exc: BaseException) -> RpcError | None:
+    """The RpcError a handler ended with, also from inside a nursery's exception group."""
+    if isinstance(exc, RpcError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        matched, rest = exc.split(RpcError)
+        if matched is not None and rest is None:
+            leaf: BaseException = matched
+            while isinstance(leaf, BaseExceptionGroup):
+                leaf = leaf.exceptions[0]
+            return leaf if isinstance(leaf, RpcError) else None
+    return None
+
+
+class ServerConnection(Connection):
+    def __init__(self, server: Server, socket: trio.abc.Stream, peer: str) -> None:
+        config = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+        super().__init__(socket, config, server.settings)
+        self._server = server
+        self.peer = peer
+        self.calls: dict[int, ServicerContext] = {}
+        self._calls_nursery: trio.Nursery | None = None
+        self._draining = False
+        self._preface_scope = trio.CancelScope()
+
+    async def run(self) -> None:
+        settings = self._server.settings
+        self._local_settings(
+            {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams}
+        )
+        self._preface_scope.deadline = trio.current_time() + settings.handshake_timeout
+        with self._preface_scope:
+            async with trio.open_nursery() as nursery:
+                self._calls_nursery = nursery
+                await super().run()
+        if self._preface_scope.cancelled_caught:
+            log.info("%s: no HTTP/2 preface within %.1fs; closed", self.peer, settings.handshake_timeout)
+
+    def _on_remote_settings(self, event: h2.events.RemoteSettingsChanged) -> None:
+        self._preface_scope.deadline = math.inf  # the peer spoke HTTP/2: the handshake is over
+        super()._on_remote_settings(event)
+
+    def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
+        self._draining = True
+
+    def _on_headers(self, event: h2.events.RequestReceived) -> None:
+        stream_id = event.stream_id
+        if self._draining:
+            self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        stream = Stream(self, stream_id)
+        stream.headers = event.headers
+        self.streams[stream_id] = stream
+        headers = dict(event.headers)
+        refusal = self._refusal(headers)
+        if refusal is not None:
+            http_status, code, message = refusal
+            response = [(b":status", http_status), (b"content-type", _GRPC_CONTENT_TYPE)]
+            response += status_headers(code, message, None)
+            if code == StatusCode.UNIMPLEMENTED:
+                response.append((b"grpc-accept-encoding", ACCEPT_ENCODING))
+            self._answer_and_release(stream, response)
+            return
+        spec, handler = self._server._methods[headers[b":path"].decode()]
+        deadline = math.inf
+        raw_timeout = headers.get(b"grpc-timeout")
+        if raw_timeout is not None:
+            deadline = trio.current_time() + parse_timeout(raw_timeout)  # validated by _refusal
+        context = ServicerContext(self, stream, spec, headers, deadline)
+        self.calls[stream_id] = context
+        assert self._calls_nursery is not None
+        self._calls_nursery.start_soon(self._run_call, context, handler)
+
+    def _refusal(self, headers: dict[bytes, bytes]) -> tuple[bytes, StatusCode, str] | None:
+        """Why the request cannot reach a handler, as (HTTP status, gRPC status, message); None if it can."""
+        content_type = headers.get(b"content-type", b"")
+        if not content_type.startswith(_GRPC_CONTENT_TYPE):
+            return b"415", StatusCode.INVALID_ARGUMENT, f"invalid gRPC request content-type {content_type!r}"
+        if headers.get(b":method") != b"POST":
+            return b"405", StatusCode.INTERNAL, "gRPC requires the POST method"
+        te = headers.get(b"te")
+        if te != b"trailers":
+            return (
+                b"200",
+                StatusCode.INTERNAL,
+                "missing te: trailers header" if te is None else "bad te header",
+            )
+        raw_timeout = headers.get(b"grpc-timeout")
+        if raw_timeout is not None:
+            try:
+                parse_timeout(raw_timeout)
+            except ValueError:
+                return b"200", StatusCode.INTERNAL, f"malformed grpc-timeout {raw_timeout!r}"
+        path = headers.get(b":path", b"").decode("utf-8", "replace")
+        if path not in self._server._methods:
+            return b"200", StatusCode.UNIMPLEMENTED, f"Method not found: {path}"
+        encoding = headers.get(b"grpc-encoding", b"identity").decode("ascii", "replace")
+        if not is_supported(encoding):
+            return b"200", StatusCode.UNIMPLEMENTED, f"grpc-encoding {encoding!r} is not supported"
+        return None
+
+    def _answer_and_release(self, stream: Stream, headers: Headers) -> None:
+        self.send_headers(stream, headers, end_stream=True)
+        if not stream.ended:
+            self.reset(stream, ErrorCodes.NO_ERROR)  # the client may still be sending: tell it to stop
+        self.release(stream)
+
+    async def _run_call(self, context: ServicerContext, handler: Handler) -> None:
+        stream = context._stream
+        kind = context._spec.kind
+        code, message, details = StatusCode.OK, "", None
+        with trio.CancelScope(deadline=context.deadline) as scope:
+            context._scope = scope
+            stream.on_reset = scope.cancel
+            try:
+                if kind.client_streaming:
+                    request: Any = _RequestStream(context)
+                else:
+                    request = await context._receive()
+                    if request is None:
+                        raise RpcError(StatusCode.INTERNAL, "the client sent no request message")
+                response = await handler(request, context)
+                if not kind.server_streaming:
+                    if response is None:
+                        raise RpcError(StatusCode.INTERNAL, f"{context.method} handler returned no response")
+                    await context.send(response)
+            except Exception as exc:
+                error = _rpc_error_in(exc)
+                if error is not None:
+                    code, message, details = error.code, error.message, error.details
+                    context._trailing.extend(encode_metadata(error.trailing_metadata))
+                elif stream.closed is None:
+                    log.exception("%s: unexpected error in handler", context.method)
+                    code, message = StatusCode.UNKNOWN, "Unexpected error in handler"
+        try:
+            if stream.closed is not None:
+                return  # the client is gone: nobody to answer
+            if scope.cancelled_caught:
+                if context._shutting_down:
+                    code, message = StatusCode.UNAVAILABLE, "server is shutting down"
+                else:
+                    code, message = StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"
+                details = None
+            context._finish(code, message, details)
+            if not stream.ended:
+                self.reset(stream, ErrorCodes.NO_ERROR)
+        finally:
+            del self.calls[stream.id]
+            self.release(stream)
+
+    def _stream_released(self) -> None:
+        if self._draining and not self.streams:
+            self.close()
+
+    def begin_graceful_close(self) -> None:
+        """GOAWAY: the streams the peer opened so far finish, no new ones are taken."""
+        if not self._draining:
+            self._draining = True
+            self.send_goaway(self.h2.highest_inbound_stream_id)
+            if not self.streams:
+                self.close()
+
+    def cancel_calls(self) -> None:
+        for context in list(self.calls.values()):
+            context._shutting_down = True
+            if context._scope is not None:
+                context._scope.cancel()
+
+
+def _peer_name(stream: trio.abc.Stream) -> str:
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return "unknown"
+    sock = stream.socket
+    if sock.family == stdlib_socket.AF_UNIX:
+        return f"unix:{sock.getsockname() or 'unknown'}"
+    address = sock.getpeername()
+    if sock.family == stdlib_socket.AF_INET6:
+        return f"ipv6:[{address[0]}]:{address[1]}"
+    return f"ipv4:{address[0]}:{address[1]}"
+
+
+class Server:
+    """A gRPC server for the services bound to it.
+
+    Serve with `await nursery.start(server.serve_tcp, port)` (it reports the bound port) or `serve_unix`;
+    stop with `await server.shutdown()`.
+    """
+
+    def __init__(
+        self, services: Iterable[ServiceBinding] = (), *, settings: ServerSettings | None = None
+    ) -> None:
+        self.settings = settings or ServerSettings()
+        self._methods: dict[str, tuple[MethodSpec, Handler]] = {}
+        self._services: dict[str, ServiceBinding] = {}
+        self._connections: set[ServerConnection] = set()
+        self._connection_slots = trio.Semaphore(self.settings.max_connections)
+        self._shutdown_started = trio.Event()
+        self._shutdown_callbacks: list[Callable[[], None]] = []
+        self._serving = 0
+        self._all_stopped = trio.Event()
+        for binding in services:
+            self.add_service(binding)
+
+    def add_service(self, binding: ServiceBinding) -> None:
+        if binding.name in self._services:
+            raise ValueError(f"service {binding.name} is already registered")
+        self._services[binding.name] = binding
+        self._methods.update(binding.handlers)
+
+    @property
+    def services(self) -> dict[str, ServiceBinding]:
+        """Registered services by full name (what reflection lists)."""
+        return dict(self._services)
+
+    def on_shutdown(self, callback: Callable[[], None]) -> None:
+        """Run `callback` when graceful shutdown starts, before the GOAWAY (health flips to NOT_SERVING)."""
+        self._shutdown_callbacks.append(callback)
+
+    async def serve_tcp(
+        self,
+        port: int,
+        *,
+        host: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve on TCP until shutdown; reports the bound port (useful with port 0) through task_status."""
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        bound_port = listeners[0].socket.getsockname()[1]
+        await self.serve_listeners(listeners, tls=tls, task_status=task_status, started=bound_port)
+
+    async def serve_unix(
+        self,
+        path: str,
+        *,
+        tls: ssl.SSLContext | None = None,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a socket file left by an earlier run
+        await sock.bind(path)
+        sock.listen()
+        try:
+            await self.serve_listeners(
+                [trio.SocketListener(sock)], tls=tls, task_status=task_status, started=path
+            )
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    async def serve_listeners(
+        self,
+        listeners: list[trio.SocketListener],
+        *,
+        tls: ssl.SSLContext | None = None,
+        task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+        started: object = None,
+    ) -> None:
+        if tls is not None:
+            tls.set_alpn_protocols(["h2"])
+        self._serving += 1
+        try:
+            async with trio.open_nursery() as nursery:
+                accepting = trio.CancelScope()
+
+                async def accept_all() -> None:
+                    with accepting:
+                        async with trio.open_nursery() as accept_nursery:
+                            for listener in listeners:
+                                accept_nursery.start_soon(self._accept_loop, listener, tls, nursery)
+
+                nursery.start_soon(accept_all)
+                task_status.started(started)
+                await self._shutdown_started.wait()
+                accepting.cancel()
+        finally:
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
+            self._serving -= 1
+            if self._serving == 0 and self._shutdown_started.is_set():
+                self._all_stopped.set()
+
+    async def _accept_loop(
+        self, listener: trio.SocketListener, tls: ssl.SSLContext | None, nursery: trio.Nursery
+    ) -> None:
+        while True:
+            await self._connection_slots.acquire()
+            try:
+                socket_stream = await listener.accept()
+            except OSError as exc:  # e.g. out of file descriptors: back off instead of spinning
+                self._connection_slots.release()
+                log.warning("accept failed: %s", exc)
+                await trio.sleep(0.1)
+                continue
+            except BaseException:
+                self._connection_slots.release()
+                raise
+            nursery.start_soon(self._serve_connection, socket_stream, tls)
+
+    async def _serve_connection(self, socket_stream: trio.SocketStream, tls: ssl.SSLContext | None) -> None:
+        peer = _peer_name(socket_stream)
+        stream: trio.abc.Stream = socket_stream
+        try:
+            if tls is not None:
+                ssl_stream = trio.SSLStream(socket_stream, tls, server_side=True)
+                with trio.move_on_after(self.settings.handshake_timeout):
+                    try:
+                        await ssl_stream.do_handshake()
+                    except trio.BrokenResourceError as exc:
+                        log.info("%s: TLS handshake failed: %s", peer, exc.__cause__ or exc)
+                        return
+                if ssl_stream.selected_alpn_protocol() != "h2":
+                    log.info("%s: refused: TLS peer did not negotiate HTTP/2 (ALPN h2)", peer)
+                    return
+                stream = ssl_stream
+            connection = ServerConnection(self, stream, peer)
+            self._connections.add(connection)
+            log.debug("%s: connected", peer)
+            try:
+                await connection.run()
+            finally:
+                self._connections.discard(connection)
+                log.debug("%s: disconnected", peer)
+        finally:
+            await trio.aclose_forcefully(stream)
+            self._connection_slots.release()
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop accepting, GOAWAY every connection, give calls `grace` seconds, then cancel them."""
+        grace = self.settings.shutdown_grace if grace is None else grace
+        if not self._shutdown_started.is_set():
+            for callback in self._shutdown_callbacks:
+                callback()
+            self._shutdown_started.set()
+            if self._serving == 0:
+                self._all_stopped.set()
+        for connection in list(self._connections):
+            connection.begin_graceful_close()
+        with trio.move_on_after(grace):
+            await self._all_stopped.wait()
+        for connection in list(self._connections):
+            connection.cancel_calls()
+        await self._all_stopped.wait()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown()

@@ -1,0 +1,52 @@
+"""Every limit of a server or a channel in one place, with defaults safe against a hostile peer."""
+
+from __future__ import annotations
+
+import dataclasses
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Limits:
+    #: Largest message accepted (after decompression); larger -> RESOURCE_EXHAUSTED for that call only.
+    max_receive_message_size: int = 4 * MiB
+    #: Largest message this side sends; larger -> RESOURCE_EXHAUSTED raised to the sender.
+    max_send_message_size: int = 2**31 - 1
+    #: SETTINGS_MAX_HEADER_LIST_SIZE we advertise and enforce on received headers.
+    max_header_list_size: int = 16 * KiB
+    #: Flow-control window we grant per stream (SETTINGS_INITIAL_WINDOW_SIZE).
+    stream_window_size: int = 1 * MiB
+    #: Flow-control window we grant for the whole connection.
+    connection_window_size: int = 16 * MiB
+    #: Bytes of complete, unread messages a stream may hold before credit stops going back to the peer.
+    stream_read_buffer_size: int = 1 * MiB
+    #: Bytes of outgoing frames queued for the socket before senders wait for it to drain.
+    write_buffer_size: int = 1 * MiB
+    #: Seconds for the TLS handshake and the peer's HTTP/2 preface.
+    handshake_timeout: float = 10.0
+    #: Seconds between keepalive PINGs when the connection is otherwise quiet; None: no keepalive PINGs.
+    keepalive_time: float | None = None
+    #: Seconds to wait for a keepalive PING's ACK before closing the connection.
+    keepalive_timeout: float = 20.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServerSettings(_Limits):
+    #: SETTINGS_MAX_CONCURRENT_STREAMS we advertise; extra streams are refused (REFUSED_STREAM).
+    max_concurrent_streams: int = 256
+    #: Connections served at once; more wait in the listen backlog.
+    max_connections: int = 1024
+    #: Close a connection that has had no open stream for this many seconds; None: never.
+    max_connection_idle: float | None = None
+    #: Seconds calls in flight get to finish on graceful shutdown before they are cancelled.
+    shutdown_grace: float = 5.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ChannelSettings(_Limits):
+    #: Seconds to establish a connection (TCP and TLS and the HTTP/2 preface).
+    connect_timeout: float = 20.0
+    #: Value of the `user-agent` header.
+    user_agent: str = "trio-grpc/0.1"
