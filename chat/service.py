@@ -1,0 +1,90 @@
+"""rpc.ChatService on trio_grpc: protobuf messages in, `chat.rooms` operations out.
+
+Owns the translation between wire messages and room calls, and the concurrency of one Chat call: reading
+the client and delivering room messages run side by side in one nursery. When the room closes, delivery
+ends and stops the reading; when the client half-closes, the member leaves and delivery sends what was
+already buffered for it, then ends. Room semantics and room errors live in `chat.rooms`; this module adds
+only the checks on the shape of requests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+
+import trio
+
+from chat._proto.rpc import chat_pb2
+from chat.rooms import Message, RoomRegistry, Subscription
+from trio_grpc import RpcError, ServicerContext, StatusCode
+
+__all__ = ["ChatService"]
+
+
+class ChatService:
+    """Handlers for every rpc.ChatService method, over one `RoomRegistry` (`rooms`)."""
+
+    def __init__(self, rooms: RoomRegistry | None = None) -> None:
+        self.rooms = rooms or RoomRegistry()
+
+    async def CreateChatRoom(
+        self, request: chat_pb2.CreateChatRoomRequest, context: ServicerContext
+    ) -> chat_pb2.ChatRoom:
+        return chat_pb2.ChatRoom(room_id=self.rooms.create(private=request.private))
+
+    async def ListChatRooms(
+        self, request: chat_pb2.ListChatRoomsRequest, context: ServicerContext
+    ) -> chat_pb2.ListChatRoomsResponse:
+        rooms = [chat_pb2.ChatRoom(room_id=room_id) for room_id in self.rooms.public_room_ids()]
+        return chat_pb2.ListChatRoomsResponse(chat_rooms=rooms)
+
+    async def DeleteChatRoom(
+        self, request: chat_pb2.DeleteChatRoomRequest, context: ServicerContext
+    ) -> chat_pb2.ChatRoom:
+        self.rooms.delete(request.room_id)
+        return chat_pb2.ChatRoom(room_id=request.room_id)
+
+    async def Listen(self, request: chat_pb2.ListenRequest, context: ServicerContext) -> None:
+        async with self.rooms.listen(request.room_id) as listener:
+            await _deliver(listener, context)
+
+    async def Post(
+        self, requests: AsyncIterable[chat_pb2.PostRequest], context: ServicerContext
+    ) -> chat_pb2.PostSummary:
+        accepted = 0
+        async for request in requests:
+            self.rooms.post(request.room_id, Message(request.message.name, request.message.message))
+            accepted += 1
+        return chat_pb2.PostSummary(accepted=accepted)
+
+    async def Chat(self, requests: AsyncIterable[chat_pb2.ChatMessage], context: ServicerContext) -> None:
+        incoming = aiter(requests)
+        first = await anext(incoming, None)
+        if first is None or not first.HasField("join"):
+            raise RpcError(
+                StatusCode.INVALID_ARGUMENT,
+                "the first message of a chat must be a join with a room id and a name",
+            )
+        join = first.join
+        async with self.rooms.join(join.room_id, join.name) as member, trio.open_nursery() as nursery:
+
+            async def deliver_then_stop() -> None:
+                await _deliver(member, context)  # until the member left or the room closed
+                nursery.cancel_scope.cancel()  # the room closed: stop reading the client
+
+            nursery.start_soon(deliver_then_stop)
+            async for request in incoming:
+                if request.HasField("join"):
+                    raise RpcError(
+                        StatusCode.INVALID_ARGUMENT,
+                        f"already joined room {join.room_id} as {join.name!r}; send messages only",
+                    )
+                if request.HasField("message"):
+                    member.say(request.message.message)
+            # The client half-closed: announce the leave now; the delivery task still sends what was
+            # buffered (the replay, at least, for a client that joins and half-closes at once), then ends.
+            member.leave()
+        # Any other way out of the block (cancellation, error) announces the leave as it exits.
+
+
+async def _deliver(subscription: Subscription, context: ServicerContext) -> None:
+    async for message in subscription:
+        await context.send(chat_pb2.Message(name=message.name, message=message.text))
