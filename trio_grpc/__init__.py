@@ -3,6 +3,7 @@
 Serve with `Server` and `bind_service`, call with `Channel` and `Stub`; see docs/api.md.
 """
 
+from . import health, reflection
 from ._client import Call, Channel, Method, Stub
 from ._metadata import Metadata, MetadataError
 from ._server import Server, ServicerContext
@@ -25,4 +26,6 @@ __all__ = [
     "StatusCode",
     "Stub",
     "bind_service",
+    "health",
+    "reflection",
 ]
