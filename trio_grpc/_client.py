@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import ssl
 from collections.abc import AsyncIterable, Iterable
-from types import TracebackType
 from typing import Any
 
 import h2.config
@@ -149,15 +148,15 @@ class Channel:
         self._nursery = await self._nursery_manager.__aenter__()
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
+    async def __aexit__(self, *exc_info: object) -> None:
         assert self._nursery is not None
         if self._connection is not None:
             self._connection.close()
         self._nursery.cancel_scope.cancel()
         self._nursery = None
-        return bool(await self._nursery_manager.__aexit__(exc_type, exc, tb))
+        # What the `async with` body raised is none of the nursery's business: given to it, it would come
+        # out wrapped in an ExceptionGroup, out of reach of an `except RpcError` around the block.
+        await self._nursery_manager.__aexit__(None, None, None)
 
     async def connection(self) -> ClientConnection:
         connection = self._connection
@@ -235,7 +234,9 @@ class Call:
         self._connection: ClientConnection | None = None
         self._stream: Stream | None = None
         self._response_encoding: str | None = None
+        self._response_compressed = False
         self._headers_checked = False
+        self._initial_metadata: tuple[tuple[str, MetadataValue], ...] | None = None
         self._error: RpcError | None = None
         self.code: StatusCode | None = None
         self.message = ""
@@ -245,6 +246,11 @@ class Call:
     @property
     def done(self) -> bool:
         return self.code is not None
+
+    @property
+    def response_compressed(self) -> bool:
+        """Whether the response message received last came compressed (its compressed flag was set)."""
+        return self._response_compressed
 
     async def __aenter__(self) -> Call:
         await self._bounded(self._start)
@@ -298,21 +304,27 @@ class Call:
             return
         if self.code is None:
             self._fail(RpcError(StatusCode.CANCELLED, "call cancelled by the client"))
+        elif not self._stream.local_ended:  # the server answered before we half-closed: free the stream
+            self._connection.reset(self._stream, ErrorCodes.NO_ERROR)
         self._connection.release(self._stream)
         self._stream = None
 
     # -- sending ---------------------------------------------------------------------------------------
 
-    async def send(self, message: Message) -> None:
-        """Send one request message (client-streaming kinds)."""
-        await self._bounded(self._send, message, False)
+    async def send(self, message: Message, *, compress: bool = True) -> None:
+        """Send one request message (client-streaming kinds).
 
-    async def _send(self, message: Message, end_stream: bool) -> None:
+        `compress=False` sends this message uncompressed even when the call compresses its requests.
+        """
+        await self._bounded(self._send, message, False, compress)
+
+    async def _send(self, message: Message, end_stream: bool, compress: bool = True) -> None:
         stream = self._live_stream()
         if stream.ended:  # the server already answered: report its status instead of writing into the void
             self._raise_if_failed(self._complete())
             return
-        data = serialize(message, self._compression, self._channel.settings.max_send_message_size)
+        encoding = self._compression if compress else None
+        data = serialize(message, encoding, self._channel.settings.max_send_message_size)
         assert self._connection is not None
         try:
             await self._connection.send_data(stream, data, end_stream=end_stream)
@@ -336,13 +348,17 @@ class Call:
     # -- receiving -------------------------------------------------------------------------------------
 
     async def initial_metadata(self) -> tuple[tuple[str, MetadataValue], ...]:
-        stream = self._live_stream()
-        try:
-            headers = await self._bounded(stream.wait_for_headers)
-        except StreamClosed as exc:
-            self._raise_if_failed(self._closed_error(exc))
-            return ()
-        return decode_metadata(headers)
+        """The server's initial metadata, once it came (empty after a Trailers-Only response)."""
+        if self._initial_metadata is None:
+            stream = self._live_stream()
+            try:
+                headers = await self._bounded(stream.wait_for_headers)
+            except StreamClosed as exc:
+                self._raise_if_failed(self._closed_error(exc))
+                return ()
+            self._check_headers(headers)
+        assert self._initial_metadata is not None
+        return self._initial_metadata
 
     async def receive(self) -> Message | None:
         """The next response message, or None when the call ended with OK; raises RpcError otherwise."""
@@ -362,6 +378,7 @@ class Call:
                 self._raise_if_failed(self._closed_error(exc))
                 raise AssertionError("unreachable") from None
             if item is not None:
+                self._response_compressed = item[0]
                 try:
                     return deserialize(
                         item[0],
@@ -394,6 +411,8 @@ class Call:
     def _check_headers(self, headers: list[tuple[bytes, bytes]]) -> None:
         self._headers_checked = True
         fields = dict(headers)
+        # Trailers-Only: what it carries is trailing metadata.
+        self._initial_metadata = () if b"grpc-status" in fields else decode_metadata(headers)
         encoding = fields.get(b"grpc-encoding")
         if encoding is not None and encoding != b"identity":
             self._response_encoding = encoding.decode("ascii", "replace")

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
-from ._compression import DecompressedTooLarge, compress, decompress
+from ._compression import DecompressedTooLarge, compress, decompress, is_supported
 from ._framing import encode_message
 from ._metadata import Headers, decode_b64, percent_decode, percent_encode
 from ._status import RpcError, StatusCode
@@ -35,6 +35,10 @@ def deserialize(
     if compressed:
         if encoding is None or encoding == "identity":
             raise RpcError(StatusCode.INTERNAL, "compressed message received without a grpc-encoding")
+        if not is_supported(encoding):  # a server checks before; a client learns it from the response
+            raise RpcError(
+                StatusCode.INTERNAL, f"received a message compressed with unsupported {encoding!r}"
+            )
         try:
             body = decompress(encoding, body, max_size)
         except DecompressedTooLarge:

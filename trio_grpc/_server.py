@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import socket as stdlib_socket
 import ssl
 from collections.abc import Callable, Iterable
@@ -55,6 +56,7 @@ class ServicerContext:
         self._request_encoding = headers.get(b"grpc-encoding", b"identity").decode("ascii", "replace")
         self._accepted_encodings = parse_accept_encoding(headers.get(b"grpc-accept-encoding", b"identity"))
         self._response_encoding: str | None = None
+        self._request_compressed = False
         self._raw_headers = stream.headers or []
         self._invocation_metadata: tuple[tuple[str, str | bytes], ...] | None = None
         self._headers_sent = False
@@ -80,6 +82,11 @@ class ServicerContext:
     def cancelled(self) -> bool:
         return self._stream.closed is not None or (self._scope is not None and self._scope.cancel_called)
 
+    @property
+    def request_compressed(self) -> bool:
+        """Whether the request message received last came compressed (its compressed flag was set)."""
+        return self._request_compressed
+
     def set_compression(self, encoding: str) -> None:
         """Compress responses with `encoding`, if the client accepts it (else they go uncompressed)."""
         if not is_supported(encoding):
@@ -101,11 +108,15 @@ class ServicerContext:
     def abort(self, code: StatusCode, message: str = "", details: bytes | None = None) -> NoReturn:
         raise RpcError(code, message, details=details)
 
-    async def send(self, message: Message) -> None:
-        """Send one response message; waits while the client's flow-control window is full."""
+    async def send(self, message: Message, *, compress: bool = True) -> None:
+        """Send one response message; waits while the client's flow-control window is full.
+
+        `compress=False` sends this message uncompressed even when the call compresses its responses.
+        """
         if not self._headers_sent:
             self._send_headers([])
-        data = serialize(message, self._response_encoding, self._connection.limits.max_send_message_size)
+        encoding = self._response_encoding if compress else None
+        data = serialize(message, encoding, self._connection.limits.max_send_message_size)
         try:
             await self._connection.send_data(self._stream, data)
         except StreamClosed:
@@ -120,6 +131,7 @@ class ServicerContext:
             raise
         if item is None:
             return None
+        self._request_compressed = item[0]
         return deserialize(
             item[0],
             item[1],
@@ -177,11 +189,45 @@ def _rpc_error_in(exc: BaseException) -> RpcError | None:
     return None
 
 
+_REQUEST_PSEUDO_HEADERS = frozenset({b":method", b":scheme", b":path", b":authority"})
+_CONNECTION_SPECIFIC_HEADERS = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+_FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
+_FORBIDDEN_IN_VALUE = re.compile(rb"[\x00\r\n]")
+
+
+def _malformed(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """Why a request header block is malformed HTTP/2 (RFC 9113 8.2, 8.3); None if it is not.
+
+    `te` is left to `_refusal`, which answers it the way grpc-core does.
+    """
+    pseudo: set[bytes] = set()
+    regular = False
+    for name, value in headers:
+        if name.startswith(b":"):
+            if regular or name in pseudo or name not in _REQUEST_PSEUDO_HEADERS:
+                return f"misplaced, repeated or unknown pseudo-header {name!r}"
+            pseudo.add(name)
+        else:
+            regular = True
+            if not _FIELD_NAME.fullmatch(name) or name in _CONNECTION_SPECIFIC_HEADERS:
+                return f"invalid header name {name!r}"
+        if _FORBIDDEN_IN_VALUE.search(value):
+            return f"invalid value of header {name!r}"
+    if len(pseudo - {b":authority"}) != 3:
+        return "missing pseudo-header (:method, :scheme and :path are required)"
+    return None
+
+
 class ServerConnection(Connection):
     def __init__(self, server: Server, socket: trio.abc.Stream, peer: str) -> None:
+        # h2 takes a malformed request for a connection error; `_on_headers` checks requests itself
+        # (`_malformed`) and resets just that stream, as RFC 9113 8.1.1 asks, so the other calls carry on.
         config = h2.config.H2Configuration(
             client_side=False,
             header_encoding=None,
+            validate_inbound_headers=False,
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
@@ -192,16 +238,25 @@ class ServerConnection(Connection):
         self._calls_nursery: trio.Nursery | None = None
         self._draining = False
         self._preface_scope = trio.CancelScope()
+        #: Its deadline is max_connection_idle after the last stream ended; inf while streams are open.
+        self._idle_scope = trio.CancelScope()
 
     async def run(self) -> None:
         settings = self._server.settings
         self._local_settings(
             {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams}
         )
+        # h2 takes a stream over the advertised limit for a connection error; `_on_headers` refuses it with
+        # REFUSED_STREAM instead (RFC 9113 5.1.2 allows both), so that the calls in flight carry on.
+        self.h2.local_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = 2**31 - 1
+        self.h2.local_settings.acknowledge()  # in effect at once, and never sent to the peer
         self._preface_scope.deadline = trio.current_time() + settings.handshake_timeout
         with self._preface_scope:
             async with trio.open_nursery() as nursery:
                 self._calls_nursery = nursery
+                if settings.max_connection_idle is not None:
+                    self._idle_scope.deadline = trio.current_time() + settings.max_connection_idle
+                    nursery.start_soon(self._close_when_idle)
                 await super().run()
         if self._preface_scope.cancelled_caught:
             log.info("%s: no HTTP/2 preface within %.1fs; closed", self.peer, settings.handshake_timeout)
@@ -215,16 +270,27 @@ class ServerConnection(Connection):
 
     def _on_headers(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
-        if self._draining:
+        if self._draining or len(self.streams) >= self._server.settings.max_concurrent_streams:
             self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        malformed = _malformed(event.headers)
+        if malformed is not None:
+            log.debug("%s: malformed request on stream %d: %s", self.peer, stream_id, malformed)
+            self.h2.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
             return
         stream = Stream(self, stream_id)
         stream.headers = event.headers
         self.streams[stream_id] = stream
+        self._idle_scope.deadline = math.inf
         headers = dict(event.headers)
-        refusal = self._refusal(headers)
+        # Counted as SETTINGS_MAX_HEADER_LIST_SIZE counts.
+        refusal = self._refusal(headers, sum(len(name) + len(value) + 32 for name, value in event.headers))
         if refusal is not None:
             http_status, code, message = refusal
+            if http_status is None:
+                self.reset(stream, ErrorCodes.INTERNAL_ERROR)
+                self.release(stream)
+                return
             response = [(b":status", http_status), (b"content-type", _GRPC_CONTENT_TYPE)]
             response += status_headers(code, message, None)
             if code == StatusCode.UNIMPLEMENTED:
@@ -241,19 +307,29 @@ class ServerConnection(Connection):
         assert self._calls_nursery is not None
         self._calls_nursery.start_soon(self._run_call, context, handler)
 
-    def _refusal(self, headers: dict[bytes, bytes]) -> tuple[bytes, StatusCode, str] | None:
-        """Why the request cannot reach a handler, as (HTTP status, gRPC status, message); None if it can."""
+    def _refusal(
+        self, headers: dict[bytes, bytes], header_list_size: int
+    ) -> tuple[bytes | None, StatusCode, str] | None:
+        """Why the request cannot reach a handler, as (HTTP status, gRPC status, message); None if it can.
+
+        HTTP status None: no response at all, RST_STREAM(INTERNAL_ERROR) instead.
+        """
         content_type = headers.get(b"content-type", b"")
         if not content_type.startswith(_GRPC_CONTENT_TYPE):
             return b"415", StatusCode.INVALID_ARGUMENT, f"invalid gRPC request content-type {content_type!r}"
         if headers.get(b":method") != b"POST":
             return b"405", StatusCode.INTERNAL, "gRPC requires the POST method"
         te = headers.get(b"te")
+        if te is None:  # what grpc-core does: the request came through something that drops `te`
+            return None, StatusCode.INTERNAL, "missing te: trailers header"
         if te != b"trailers":
+            return b"200", StatusCode.INTERNAL, "bad te header"
+        limit = self._server.settings.max_header_list_size
+        if header_list_size > limit:  # hpack's hard limit is higher (see _local_settings): this call only
             return (
                 b"200",
-                StatusCode.INTERNAL,
-                "missing te: trailers header" if te is None else "bad te header",
+                StatusCode.RESOURCE_EXHAUSTED,
+                f"received metadata larger than max ({header_list_size} vs. {limit})",
             )
         raw_timeout = headers.get(b"grpc-timeout")
         if raw_timeout is not None:
@@ -279,10 +355,11 @@ class ServerConnection(Connection):
         stream = context._stream
         kind = context._spec.kind
         code, message, details = StatusCode.OK, "", None
-        with trio.CancelScope(deadline=context.deadline) as scope:
-            context._scope = scope
-            stream.on_reset = scope.cancel
-            try:
+        scope = trio.CancelScope(deadline=context.deadline)
+        context._scope = scope
+        stream.on_reset = scope.cancel
+        try:
+            with scope:
                 if kind.client_streaming:
                     request: Any = _RequestStream(context)
                 else:
@@ -294,17 +371,25 @@ class ServerConnection(Connection):
                     if response is None:
                         raise RpcError(StatusCode.INTERNAL, f"{context.method} handler returned no response")
                     await context.send(response)
-            except Exception as exc:
-                error = _rpc_error_in(exc)
-                if error is not None:
-                    code, message, details = error.code, error.message, error.details
-                    context._trailing.extend(encode_metadata(error.trailing_metadata))
-                elif stream.closed is None:
+        # Outside the scope: an exception group from a handler's nursery that also held our scope's
+        # Cancelled comes out of the scope without it, and must not escape into the connection.
+        except Exception as exc:
+            error = _rpc_error_in(exc)
+            try:
+                if error is None:
+                    raise
+                context._trailing.extend(encode_metadata(error.trailing_metadata))
+                code, message, details = error.code, error.message, error.details
+            except Exception:  # the handler's own error, or unusable trailing metadata in its RpcError
+                if stream.closed is None:
                     log.exception("%s: unexpected error in handler", context.method)
-                    code, message = StatusCode.UNKNOWN, "Unexpected error in handler"
+                code, message, details = StatusCode.UNKNOWN, "Unexpected error in handler", None
         try:
             if stream.closed is not None:
                 return  # the client is gone: nobody to answer
+            if stream.partial_send:  # cut off mid-message: a status would read as the rest of it
+                self.reset(stream, ErrorCodes.CANCEL)
+                return
             if scope.cancelled_caught:
                 if context._shutting_down:
                     code, message = StatusCode.UNAVAILABLE, "server is shutting down"
@@ -321,6 +406,19 @@ class ServerConnection(Connection):
     def _stream_released(self) -> None:
         if self._draining and not self.streams:
             self.close()
+        idle = self._server.settings.max_connection_idle
+        if idle is not None and not self.streams:
+            self._idle_scope.deadline = trio.current_time() + idle
+
+    def _on_connection_lost(self) -> None:
+        self._idle_scope.cancel()
+
+    async def _close_when_idle(self) -> None:
+        with self._idle_scope:
+            await trio.sleep_forever()
+        if self.lost is None:
+            log.debug("%s: idle for max_connection_idle; closing", self.peer)
+            self.begin_graceful_close()
 
     def begin_graceful_close(self) -> None:
         """GOAWAY: the streams the peer opened so far finish, no new ones are taken."""
@@ -434,18 +532,15 @@ class Server:
         self._serving += 1
         try:
             async with trio.open_nursery() as nursery:
-                accepting = trio.CancelScope()
-
-                async def accept_all() -> None:
-                    with accepting:
-                        async with trio.open_nursery() as accept_nursery:
-                            for listener in listeners:
-                                accept_nursery.start_soon(self._accept_loop, listener, tls, nursery)
-
-                nursery.start_soon(accept_all)
-                task_status.started(started)
-                await self._shutdown_started.wait()
-                accepting.cancel()
+                async with trio.open_nursery() as accept_nursery:
+                    for listener in listeners:
+                        accept_nursery.start_soon(self._accept_loop, listener, tls, nursery)
+                    task_status.started(started)
+                    await self._shutdown_started.wait()
+                    accept_nursery.cancel_scope.cancel()
+                # Refuse new connections now rather than leave them in the backlog until the calls end.
+                for listener in listeners:
+                    await trio.aclose_forcefully(listener)
         finally:
             for listener in listeners:
                 await trio.aclose_forcefully(listener)
@@ -488,12 +583,12 @@ class Server:
                 stream = ssl_stream
             connection = ServerConnection(self, stream, peer)
             self._connections.add(connection)
-            log.debug("%s: connected", peer)
+            log.info("%s: connected", peer)
             try:
                 await connection.run()
             finally:
                 self._connections.discard(connection)
-                log.debug("%s: disconnected", peer)
+                log.info("%s: disconnected", peer)
         finally:
             await trio.aclose_forcefully(stream)
             self._connection_slots.release()

@@ -11,8 +11,8 @@ Theory of operation:
   A peer whose messages nobody reads therefore stops at its window instead of filling our memory.
 - Send backpressure: `send_data` never hands h2 more than the peer's window and waits for WINDOW_UPDATE;
   it also waits while the outgoing queue holds more than `write_buffer_size` bytes. Frames we must send
-  whatever happens (ACKs, resets) count towards a hard cap: a peer that makes us queue more than four times
-  the buffer without reading its socket is disconnected.
+  whatever happens, in answer to the peer (ACKs, resets), count towards a hard cap: a peer that makes us
+  queue more than four times the buffer of them without reading its socket is disconnected.
 This module moves headers and messages. It does not know about paths, handlers, deadlines or compression,
 and the only status it produces is for a message it cannot accept (too large, broken framing).
 """
@@ -72,6 +72,7 @@ class Stream:
         "id",
         "local_ended",
         "on_reset",
+        "partial_send",
         "receive_error",
         "trailers",
     )
@@ -95,6 +96,8 @@ class Stream:
         self.closed: StreamClosed | None = None
         #: A message we could not accept; raised to the reader once the messages before it are read.
         self.receive_error: RpcError | None = None
+        #: A message is half sent: nothing but RST_STREAM may follow it.
+        self.partial_send = False
         #: Called (synchronously, from the reader task) when the stream is closed under its user.
         self.on_reset: Callable[[], None] | None = None
 
@@ -194,6 +197,8 @@ class Connection:
         self.streams: dict[int, Stream] = {}
         self._outgoing: list[bytes] = []
         self._outgoing_size = 0
+        #: Of `_outgoing_size`, at most this much was queued in answer to what the peer sent (ACKs, resets).
+        self._answers_size = 0
         self._writer_lot = trio.lowlevel.ParkingLot()
         self._drained_lot = trio.lowlevel.ParkingLot()
         self._closing = False
@@ -224,6 +229,8 @@ class Connection:
             client=self.h2.config.client_side, initial_values=settings
         )
         self.h2.initiate_connection()
+        # Past hpack's limit the connection is lost; below it, past ours, a server fails just that call.
+        self.h2.decoder.max_header_list_size = max(4 * self.limits.max_header_list_size, 65536)
         window_increase = self.limits.connection_window_size - self.h2.inbound_flow_control_window
         if window_increase > 0:
             self.h2.increment_flow_control_window(window_increase)
@@ -261,6 +268,7 @@ class Connection:
                     self._connection_lost(f"connection lost while sending: {exc or type(exc).__name__}")
                     return
                 self._outgoing_size -= len(data)
+                self._answers_size = min(self._answers_size, self._outgoing_size)
                 self._drained_lot.unpark_all()
         finally:
             self._writer_finished.set()
@@ -309,14 +317,18 @@ class Connection:
                 self.flush_soon()  # h2 queued a GOAWAY
                 self._connection_lost(f"HTTP/2 protocol error: {exc}")
                 return
+            queued = self._outgoing_size
             for event in events:
                 handler = dispatch.get(type(event))
                 if handler is not None:
                     handler(event)
             self.flush_soon()
-            if self._outgoing_size > cap:
+            # Only answers count: the DATA we send is bounded by the buffer and the peer's own windows.
+            self._answers_size += self._outgoing_size - queued
+            if self._answers_size > cap:
                 log.warning("peer is not reading its socket; closing the connection")
                 self._connection_lost("peer does not read")
+                await trio.aclose_forcefully(socket)  # no waiting to flush to a peer that does not read
                 return
 
     def _on_data(self, event: h2.events.DataReceived) -> None:
@@ -386,11 +398,18 @@ class Connection:
         self.flush_soon()
 
     async def send_data(self, stream: Stream, data: bytes, end_stream: bool = False) -> None:
-        """Send within the peer's windows, waiting for WINDOW_UPDATE and for the socket as needed."""
+        """Send within the peer's windows, waiting for WINDOW_UPDATE and for the socket as needed.
+
+        A message no larger than the peer's initial stream window goes out whole or not at all: a call
+        cancelled while it waits can still end with a status, since trailers must never follow half a
+        message. A larger one goes out window by window; if it is interrupted, `stream.partial_send`
+        stays set and the stream can only be reset.
+        """
         h2conn = self.h2
         view = memoryview(data)
         offset = 0
         total = len(data)
+        whole = total <= h2conn.remote_settings.initial_window_size
         high_water = self.limits.write_buffer_size
         while True:
             if stream.closed is not None:
@@ -399,21 +418,24 @@ class Connection:
                 await self._wait_for_drain()
                 continue
             window = h2conn.local_flow_control_window(stream.id)
+            if window <= 0 or (whole and window < total):
+                await stream._window_lot.park()
+                continue
+            stream.partial_send = True
             frame_size = h2conn.max_outbound_frame_size
-            while offset < total and window > 0 and self._outgoing_size <= high_water:
-                size = min(total - offset, window, frame_size)
+            end = min(total, offset + window)
+            while offset < end:
+                size = min(end - offset, frame_size)
                 h2conn.send_data(stream.id, view[offset : offset + size])
                 offset += size
-                window -= size
-                self.flush_soon()
             if offset >= total:
+                stream.partial_send = False
                 if end_stream:
                     h2conn.end_stream(stream.id)
                     stream.local_ended = True
-                    self.flush_soon()
+            self.flush_soon()
+            if offset >= total:
                 return
-            if window <= 0:
-                await stream._window_lot.park()
 
     def end_stream(self, stream: Stream) -> None:
         if stream.closed is None and not stream.local_ended:
@@ -490,6 +512,8 @@ class Connection:
         timeout = self.limits.keepalive_timeout
         while self.lost is None:
             await trio.sleep(interval)
+            if self.lost is not None:  # h2 refuses to PING on a connection it has closed
+                return
             self._ping_ack = trio.Event()
             self.h2.ping(b"trio-grp")
             self.flush_soon()

@@ -1,0 +1,913 @@
+"""Peers that break the rules, against our server (and a server that never answers PINGs, against our client).
+
+The client here is h2 driven by hand over a trio socket, with h2's own checks of what it sends turned off, so
+that it can send what no real client would. Each test asserts the exact HTTP/2 or gRPC answer, and that the
+connection (or the server) goes on serving the calls that did nothing wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import gzip
+import socket as stdlib_socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.settings
+import pytest
+import trio
+import trio.testing
+from hyperframe.frame import GoAwayFrame
+
+import trio_grpc
+from tests.interop._proto.grpc.testing import messages_pb2, test_pb2
+from trio_grpc import ChannelSettings, RpcError, ServerSettings, StatusCode
+
+SERVICE = test_pb2.DESCRIPTOR.services_by_name["TestService"]
+TIMEOUT = 10
+KiB = 1024
+MiB = 1024 * KiB
+UNARY = "/grpc.testing.TestService/UnaryCall"
+SERVER_STREAMING = "/grpc.testing.TestService/StreamingOutputCall"
+CLIENT_STREAMING = "/grpc.testing.TestService/StreamingInputCall"
+
+Context = trio_grpc.ServicerContext
+ErrorCodes = h2.errors.ErrorCodes
+
+
+def frame(body: bytes, flag: int = 0) -> bytes:
+    """One length-prefixed message as it goes in DATA frames."""
+    return bytes([flag]) + len(body).to_bytes(4, "big") + body
+
+
+def unary_request(body: bytes = b"hi", response_size: int = 0) -> bytes:
+    request = messages_pb2.SimpleRequest(payload=messages_pb2.Payload(body=body), response_size=response_size)
+    return frame(request.SerializeToString())
+
+
+@dataclass
+class Response:
+    headers: list[tuple[bytes, bytes]] | None = None
+    trailers: list[tuple[bytes, bytes]] | None = None
+    data: bytearray = field(default_factory=bytearray)
+    reset: int | None = None
+    ended: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.ended or self.reset is not None
+
+    def header(self, name: bytes) -> bytes | None:
+        return dict(self.headers or ()).get(name)
+
+    def status_field(self, name: bytes) -> bytes | None:
+        """A status field, from the trailers or from a Trailers-Only response."""
+        return dict(self.trailers if self.trailers is not None else self.headers or ()).get(name)
+
+    @property
+    def grpc_status(self) -> StatusCode | None:
+        raw = self.status_field(b"grpc-status")
+        return None if raw is None else StatusCode(int(raw))
+
+    @property
+    def grpc_message(self) -> str:
+        return trio_grpc._metadata.percent_decode(self.status_field(b"grpc-message") or b"")
+
+    def messages(self) -> list[tuple[int, bytes]]:
+        data, messages = bytes(self.data), []
+        while data:
+            length = int.from_bytes(data[1:5], "big")
+            messages.append((data[0], data[5 : 5 + length]))
+            data = data[5 + length :]
+        return messages
+
+
+class RawClient:
+    """An HTTP/2 client made of h2 and a socket, that sends exactly what a test tells it to."""
+
+    def __init__(self, stream: trio.SocketStream, *, acknowledge_data: bool = True) -> None:
+        config = h2.config.H2Configuration(
+            client_side=True,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+        self.h2 = h2.connection.H2Connection(config)
+        self.socket = stream
+        self.acknowledge_data = acknowledge_data
+        self.responses: dict[int, Response] = {}
+        self.goaway: h2.events.ConnectionTerminated | None = None
+        self.ping_acks = 0
+        self.eof = False
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls, port: int, *, settings: dict[int, int] | None = None, **options: Any
+    ) -> AsyncIterator[RawClient]:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            client = cls(stream, **options)
+            client.h2.initiate_connection()
+            if settings:
+                client.h2.update_settings(settings)
+            await client.flush()
+            yield client
+
+    async def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data:
+            await self.socket.send_all(data)
+
+    async def request(
+        self,
+        path: str = UNARY,
+        body: bytes | None = None,
+        *,
+        end_stream: bool = True,
+        set_headers: dict[bytes, bytes] | None = None,
+        drop: tuple[bytes, ...] = (),
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> int:
+        """Open a stream with a gRPC request's headers (changed as asked), then send `body`."""
+        headers = {
+            b":method": b"POST",
+            b":scheme": b"http",
+            b":path": path.encode(),
+            b":authority": b"localhost",
+            b"te": b"trailers",
+            b"content-type": b"application/grpc",
+            **(set_headers or {}),
+        }
+        header_list = [(name, value) for name, value in headers.items() if name not in drop]
+        header_list += extra or []
+        stream_id = self.h2.get_next_available_stream_id()
+        self.responses[stream_id] = Response()
+        self.h2.send_headers(stream_id, header_list, end_stream=body is None and end_stream)
+        if body is not None:
+            self.h2.send_data(stream_id, body, end_stream=end_stream)
+        await self.flush()
+        return stream_id
+
+    async def send(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        self.h2.send_data(stream_id, data, end_stream=end_stream)
+        await self.flush()
+
+    async def reset(self, stream_id: int, code: int = ErrorCodes.CANCEL) -> None:
+        self.h2.reset_stream(stream_id, code)
+        await self.flush()
+
+    async def receive(self) -> bool:
+        """Read and handle what comes next; False once the server closed the connection."""
+        try:
+            data = await self.socket.receive_some(65536)
+        except trio.BrokenResourceError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        for event in self.h2.receive_data(data):
+            response = self.responses.get(getattr(event, "stream_id", 0))
+            if isinstance(event, h2.events.ResponseReceived) and response:
+                response.headers = event.headers
+            elif isinstance(event, h2.events.TrailersReceived) and response:
+                response.trailers = event.headers
+            elif isinstance(event, h2.events.DataReceived) and response:
+                response.data += event.data
+                if self.acknowledge_data:
+                    self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded) and response:
+                response.ended = True
+            elif isinstance(event, h2.events.StreamReset) and response:
+                response.reset = event.error_code
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self.goaway = event
+            elif isinstance(event, h2.events.PingAckReceived):
+                self.ping_acks += 1
+        await self.flush()
+        return True
+
+    async def response(self, stream_id: int) -> Response:
+        response = self.responses[stream_id]
+        while not response.done:
+            if not await self.receive():
+                raise AssertionError(f"connection closed before stream {stream_id} ended: {self.goaway}")
+        return response
+
+    async def until_closed(self) -> None:
+        while await self.receive():
+            pass
+
+
+class Service:
+    """Records how each handler ended; `response_size` picks the reply's size (or blocks when negative)."""
+
+    def __init__(self) -> None:
+        self.requests: list[messages_pb2.SimpleRequest] = []
+        self.metadata: list[tuple[tuple[str, Any], ...]] = []
+        self.contexts: list[Context] = []
+        self.started = trio.Event()
+        self.cancelled = trio.Event()
+        self.cleaned_up = trio.Event()
+        self.sent = 0
+
+    async def UnaryCall(
+        self, request: messages_pb2.SimpleRequest, context: Context
+    ) -> messages_pb2.SimpleResponse:
+        self.requests.append(request)
+        self.metadata.append(context.invocation_metadata)
+        self.contexts.append(context)
+        if request.response_size < 0:
+            await self._block()
+        if request.response_compressed.value:
+            context.set_compression("gzip")
+        return messages_pb2.SimpleResponse(payload=messages_pb2.Payload(body=b"r" * request.response_size))
+
+    async def _block(self) -> None:
+        self.started.set()
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            self.cancelled.set()
+            raise
+        finally:
+            self.cleaned_up.set()
+
+    async def StreamingOutputCall(
+        self, request: messages_pb2.StreamingOutputCallRequest, context: Context
+    ) -> None:
+        """Sends messages of the first response size until cancelled."""
+        self.contexts.append(context)
+        message = messages_pb2.StreamingOutputCallResponse(
+            payload=messages_pb2.Payload(body=b"s" * request.response_parameters[0].size)
+        )
+        self.started.set()
+        try:
+            while True:
+                await context.send(message)
+                self.sent += 1
+        except trio.Cancelled:
+            self.cancelled.set()
+            raise
+        finally:
+            self.cleaned_up.set()
+
+    async def StreamingInputCall(
+        self, requests: Any, context: Context
+    ) -> messages_pb2.StreamingInputCallResponse:
+        total = 0
+        async for request in requests:
+            total += len(request.payload.body)
+        return messages_pb2.StreamingInputCallResponse(aggregated_payload_size=total)
+
+
+@dataclass
+class Running:
+    server: trio_grpc.Server
+    port: int
+    service: Service
+
+    def connection(self) -> Any:
+        (connection,) = self.server._connections
+        return connection
+
+
+@asynccontextmanager
+async def serving(settings: ServerSettings | None = None) -> AsyncIterator[Running]:
+    service = Service()
+    server = trio_grpc.Server([trio_grpc.bind_service(SERVICE, service)], settings=settings)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(partial(server.serve_tcp, 0, host="127.0.0.1"))
+        yield Running(server, port, service)
+        await server.shutdown(grace=0.5)
+    assert not server._connections
+
+
+async def assert_still_serving(client: RawClient) -> None:
+    """A well-formed call on the same connection gets its answer."""
+    response = await client.response(await client.request(UNARY, unary_request(response_size=3)))
+    assert response.header(b":status") == b"200"
+    assert response.grpc_status == StatusCode.OK
+    assert response.messages() == [
+        (0, messages_pb2.SimpleResponse(payload=messages_pb2.Payload(body=b"rrr")).SerializeToString())
+    ]
+
+
+# -- requests that are not gRPC, or not quite --------------------------------------------------------------
+
+
+async def test_wrong_content_type_gets_http_415() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port) as client:
+            for content_type in (b"text/plain", b"application/json"):
+                stream_id = await client.request(
+                    body=unary_request(), set_headers={b"content-type": content_type}
+                )
+                response = await client.response(stream_id)
+                assert response.header(b":status") == b"415"
+                assert response.ended
+            stream_id = await client.request(body=unary_request(), drop=(b"content-type",))
+            assert (await client.response(stream_id)).header(b":status") == b"415"
+            await assert_still_serving(client)
+            assert running.service.requests == [
+                messages_pb2.SimpleRequest(payload=messages_pb2.Payload(body=b"hi"), response_size=3)
+            ]
+
+
+async def test_missing_te_is_reset_as_grpc_core_does() -> None:
+    """grpcio's server answers a request without `te` with RST_STREAM(INTERNAL_ERROR) and no headers."""
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port) as client:
+            response = await client.response(await client.request(body=unary_request(), drop=(b"te",)))
+            assert (response.headers, response.reset) == (None, ErrorCodes.INTERNAL_ERROR)
+            await assert_still_serving(client)
+            assert len(running.service.requests) == 1
+
+
+async def test_odd_te_gets_internal() -> None:
+    """grpcio's server answers `te: foo` with a Trailers-Only INTERNAL."""
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port) as client:
+            response = await client.response(
+                await client.request(body=unary_request(), set_headers={b"te": b"gzip"})
+            )
+            assert response.header(b":status") == b"200"
+            assert response.grpc_status == StatusCode.INTERNAL
+            await assert_still_serving(client)
+
+
+async def test_get_is_refused_with_405() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port) as client:
+            response = await client.response(await client.request(set_headers={b":method": b"GET"}))
+            assert response.header(b":status") == b"405"
+            await assert_still_serving(client)
+
+
+@pytest.mark.parametrize(
+    ("change", "extra"),
+    [
+        ({b":path": None}, []),
+        ({b":scheme": None}, []),
+        ({}, [(b":path", b"/again")]),
+        ({}, [(b":status", b"200")]),
+        ({}, [(b"X-Upper", b"a")]),
+        ({}, [(b"connection", b"keep-alive")]),
+        ({}, [(b"bad value", b"a")]),
+        ({}, [(b"x-newline", b"a\r\nb")]),
+    ],
+)
+async def test_malformed_request_resets_only_its_stream(
+    change: dict[bytes, bytes | None], extra: list[tuple[bytes, bytes]]
+) -> None:
+    """Malformed HTTP/2 is a stream error (RFC 9113 8.1.1): RST_STREAM(PROTOCOL_ERROR), others carry on."""
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port) as client:
+            drop = tuple(name for name, value in change.items() if value is None)
+            response = await client.response(
+                await client.request(body=unary_request(), drop=drop, extra=extra)
+            )
+            assert (response.headers, response.reset) == (None, ErrorCodes.PROTOCOL_ERROR)
+            await assert_still_serving(client)
+            assert len(running.service.requests) == 1
+
+
+@pytest.mark.parametrize("raw_timeout", [b"abc", b"1", b"S", b"123456789S", b"-1S", b"1.5S", b"1s"])
+async def test_malformed_grpc_timeout_gets_internal(raw_timeout: bytes) -> None:
+    """As grpcio's server does (Trailers-Only INTERNAL); the handler is never called."""
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port) as client:
+            response = await client.response(
+                await client.request(body=unary_request(), set_headers={b"grpc-timeout": raw_timeout})
+            )
+            assert response.grpc_status == StatusCode.INTERNAL
+            assert "grpc-timeout" in response.grpc_message
+            await assert_still_serving(client)
+            assert len(running.service.requests) == 1
+
+
+async def test_unknown_path_gets_unimplemented() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port) as client:
+            for path in ("/grpc.testing.TestService/Nope", "/no.Such/Service", "/", "x"):
+                response = await client.response(await client.request(path, unary_request()))
+                assert response.header(b":status") == b"200"
+                assert response.grpc_status == StatusCode.UNIMPLEMENTED
+                assert path in response.grpc_message
+            await assert_still_serving(client)
+
+
+async def test_oversized_metadata_fails_the_call_or_past_the_hard_limit_the_connection() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port) as other:
+            async with RawClient.connect(running.port) as client:
+                # Over max_header_list_size (16 KiB): RESOURCE_EXHAUSTED for this call, as grpc-core answers.
+                stream_id = await client.request(body=unary_request(), extra=[(b"x-big", b"a" * 20_000)])
+                response = await client.response(stream_id)
+                assert response.grpc_status == StatusCode.RESOURCE_EXHAUSTED
+                assert "metadata larger than max" in response.grpc_message
+                await assert_still_serving(client)
+                # Past hpack's hard limit (4 times that): the connection goes, with ENHANCE_YOUR_CALM.
+                await client.request(body=unary_request(), extra=[(b"x-big", b"a" * 70_000)])
+                await client.until_closed()
+                assert client.goaway is not None and client.goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+            await assert_still_serving(other)
+            assert len(running.service.requests) == 2
+
+
+# -- messages ----------------------------------------------------------------------------------------------
+
+
+async def test_bad_compressed_flag_gets_internal() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port) as client:
+            response = await client.response(await client.request(body=frame(b"", flag=2)))
+            assert response.grpc_status == StatusCode.INTERNAL
+            assert "compressed flag" in response.grpc_message
+            await assert_still_serving(client)
+            assert len(running.service.requests) == 1
+
+
+async def test_compressed_message_without_grpc_encoding_gets_internal() -> None:
+    body = gzip.compress(messages_pb2.SimpleRequest(response_size=1).SerializeToString())
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port) as client:
+            for headers in ({}, {b"grpc-encoding": b"identity"}):
+                response = await client.response(
+                    await client.request(body=frame(body, flag=1), set_headers=headers)
+                )
+                assert response.grpc_status == StatusCode.INTERNAL
+                assert "grpc-encoding" in response.grpc_message
+            # With the encoding declared, the same message is fine.
+            response = await client.response(
+                await client.request(body=frame(body, flag=1), set_headers={b"grpc-encoding": b"gzip"})
+            )
+            assert response.grpc_status == StatusCode.OK
+            await assert_still_serving(client)
+
+
+async def test_unsupported_grpc_encoding_gets_unimplemented_with_accept_encoding() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port) as client:
+            response = await client.response(
+                await client.request(body=frame(b"x", flag=1), set_headers={b"grpc-encoding": b"snappy"})
+            )
+            assert response.grpc_status == StatusCode.UNIMPLEMENTED
+            assert "snappy" in response.grpc_message
+            accepted = response.status_field(b"grpc-accept-encoding")
+            assert accepted is not None
+            assert set(accepted.split(b",")) == {b"identity", b"gzip", b"deflate"}
+            await assert_still_serving(client)
+
+
+async def test_compressed_response_on_the_wire() -> None:
+    """The server's gzip is real: flag 1, `grpc-encoding: gzip`, and a body gzip can inflate."""
+    request = messages_pb2.SimpleRequest(
+        response_size=10_000, response_compressed=messages_pb2.BoolValue(value=True)
+    )
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port) as client:
+            headers = {b"grpc-accept-encoding": b"identity,gzip"}
+            response = await client.response(
+                await client.request(body=frame(request.SerializeToString()), set_headers=headers)
+            )
+            assert response.grpc_status == StatusCode.OK
+            assert response.header(b"grpc-encoding") == b"gzip"
+            [(flag, body)] = response.messages()
+            assert flag == 1 and len(body) < 1000
+            assert messages_pb2.SimpleResponse.FromString(gzip.decompress(body)).payload.body == b"r" * 10_000
+            # A client that does not accept gzip gets it uncompressed.
+            response = await client.response(await client.request(body=frame(request.SerializeToString())))
+            assert response.header(b"grpc-encoding") is None
+            [(flag, body)] = response.messages()
+            assert flag == 0 and len(body) > 10_000
+
+
+async def test_corrupt_compressed_message_gets_internal() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port) as client:
+            response = await client.response(
+                await client.request(
+                    body=frame(b"not gzip at all", flag=1), set_headers={b"grpc-encoding": b"gzip"}
+                )
+            )
+            assert response.grpc_status == StatusCode.INTERNAL
+            await assert_still_serving(client)
+
+
+async def test_truncated_message_at_end_of_stream_gets_internal() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port) as client:
+            for body in (unary_request()[:-1], unary_request()[:3]):
+                response = await client.response(await client.request(body=body))
+                assert response.grpc_status == StatusCode.INTERNAL
+                assert "middle of a message" in response.grpc_message
+            await assert_still_serving(client)
+            assert len(running.service.requests) == 1
+
+
+async def test_unparseable_message_gets_internal() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port) as client:
+            response = await client.response(await client.request(body=frame(b"\xff\xff\xff")))
+            assert response.grpc_status == StatusCode.INTERNAL
+            await assert_still_serving(client)
+
+
+async def test_oversized_length_prefix_is_refused_before_the_body_is_sent() -> None:
+    """Only the 5-byte prefix of a 5 MiB message goes out: the status comes back at once."""
+    piece = frame(
+        messages_pb2.StreamingInputCallRequest(payload=messages_pb2.Payload(body=b"p")).SerializeToString()
+    )
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port) as client:
+            for path in (UNARY, CLIENT_STREAMING):
+                other = await client.request(CLIENT_STREAMING, piece, end_stream=False)
+                big = await client.request(path, b"\0" + (5 * MiB).to_bytes(4, "big"), end_stream=False)
+                response = await client.response(big)
+                assert response.grpc_status == StatusCode.RESOURCE_EXHAUSTED
+                assert response.grpc_message == f"received message larger than max ({5 * MiB} vs. {4 * MiB})"
+                # The server tells us to stop sending with RST_STREAM(NO_ERROR) after its trailers.
+                while response.reset is None:
+                    assert await client.receive()
+                assert response.reset == ErrorCodes.NO_ERROR
+                # The other stream on the connection carries on.
+                await client.send(other, piece, end_stream=True)
+                response = await client.response(other)
+                assert response.grpc_status == StatusCode.OK
+                [(_, body)] = response.messages()
+                assert messages_pb2.StreamingInputCallResponse.FromString(body).aggregated_payload_size == 2
+            assert running.service.requests == []
+
+
+async def test_binary_metadata_padded_or_not_and_bad_metadata_ignored() -> None:
+    value = b"\x00\x01\xfe\xff\x10"
+    padded = base64.b64encode(value)
+    assert padded.endswith(b"=")
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port) as client:
+            extra = [
+                (b"padded-bin", padded),
+                (b"unpadded-bin", padded.rstrip(b"=")),
+                (b"broken-bin", b"!!not base64!!"),
+                (b"ascii", b"plain value"),
+                (b"control", b"bell\x07"),
+            ]
+            response = await client.response(await client.request(body=unary_request(), extra=extra))
+            assert response.grpc_status == StatusCode.OK
+            (metadata,) = running.service.metadata
+            assert ("padded-bin", value) in metadata and ("unpadded-bin", value) in metadata
+            assert ("ascii", "plain value") in metadata
+            assert not [key for key, _ in metadata if key in ("broken-bin", "control")]
+
+
+# -- deadlines and resets ----------------------------------------------------------------------------------
+
+
+async def test_grpc_timeout_is_a_cancel_scope_on_the_handler() -> None:
+    """No RST_STREAM from this client: the server's own deadline cancels the handler and answers."""
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port) as client:
+            stream_id = await client.request(
+                body=unary_request(response_size=-1), set_headers={b"grpc-timeout": b"200m"}
+            )
+            response = await client.response(stream_id)
+            assert (response.grpc_status, response.grpc_message) == (
+                StatusCode.DEADLINE_EXCEEDED,
+                "Deadline Exceeded",
+            )
+            assert running.service.cancelled.is_set() and running.service.cleaned_up.is_set()
+            assert running.service.contexts[0].deadline < trio.current_time()
+            await assert_still_serving(client)
+
+
+async def test_rst_stream_cancels_the_handler() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port) as client:
+            stream_id = await client.request(body=unary_request(response_size=-1))
+            await running.service.started.wait()
+            await client.reset(stream_id, ErrorCodes.CANCEL)
+            await running.service.cancelled.wait()
+            await running.service.cleaned_up.wait()
+            await assert_still_serving(client)
+            # Nothing was sent on the reset stream.
+            assert client.responses[stream_id] == Response()
+
+
+async def test_client_that_never_sends_window_update_blocks_the_handler() -> None:
+    """The peer reads its socket but grants no credit: the handler waits in send(), nothing piles up."""
+    request = messages_pb2.StreamingOutputCallRequest(
+        response_parameters=[messages_pb2.ResponseParameters(size=1000)]
+    )
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port, acknowledge_data=False) as client:
+            stream_id = await client.request(SERVER_STREAMING, frame(request.SerializeToString()))
+            response = client.responses[stream_id]
+            while len(response.data) < 65535 - 1005:  # the default initial window, less one message
+                await client.receive()
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(response.data) <= 65535
+            sent = running.service.sent
+            assert sent == len(response.data) // 1005
+            assert running.connection()._outgoing_size == 0
+            # Still blocked: it does not busy-loop, nor buffer what it cannot send.
+            await trio.testing.wait_all_tasks_blocked()
+            assert running.service.sent == sent and not running.service.cancelled.is_set()
+            # Going away cancels it.
+            await client.reset(stream_id)
+            await running.service.cancelled.wait()
+            await running.service.cleaned_up.wait()
+            await assert_still_serving(client)
+
+
+async def test_client_that_never_reads_its_socket_does_not_grow_server_memory() -> None:
+    """Huge windows, and a socket nobody reads: the queue stops at write_buffer_size plus one send."""
+    write_buffer_size = 64 * KiB
+    request = messages_pb2.StreamingOutputCallRequest(
+        response_parameters=[messages_pb2.ResponseParameters(size=16 * KiB)]
+    )
+    settings = ServerSettings(write_buffer_size=write_buffer_size)
+    big_window = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1}
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serving(settings) as running,
+            RawClient.connect(running.port, settings=big_window) as client,
+        ):
+            client.h2.increment_flow_control_window(2**31 - 1 - 65535)
+            await client.flush()
+            await client.receive()  # the server's SETTINGS and its ACK of ours
+            stream_id = await client.request(SERVER_STREAMING, frame(request.SerializeToString()))
+            await running.service.started.wait()
+            connection = running.connection()
+            # Now never read again. The handler stops once the socket buffers and our queue are full.
+            await trio.testing.wait_all_tasks_blocked()
+            sent = running.service.sent
+            assert connection._outgoing_size > write_buffer_size  # the writer is stuck on the socket ...
+            assert connection._outgoing_size <= write_buffer_size + 17 * KiB  # ... and the queue is bounded
+            await trio.testing.wait_all_tasks_blocked()
+            assert running.service.sent == sent
+            assert not running.service.cancelled.is_set()
+            await client.reset(stream_id)
+            await running.service.cancelled.wait()
+            with trio.move_on_after(0):  # nothing left for this connection to do
+                await running.server.shutdown(grace=0)
+
+
+async def test_ping_flood_is_answered_and_bounded() -> None:
+    settings = ServerSettings(write_buffer_size=16 * KiB)
+    with trio.fail_after(TIMEOUT):
+        async with serving(settings) as running:
+            # A reader gets every answer, and calls go on.
+            async with RawClient.connect(running.port) as client:
+                for index in range(2000):
+                    client.h2.ping(index.to_bytes(8, "big"))
+                await client.flush()
+                while client.ping_acks < 2000:
+                    assert await client.receive()
+                await assert_still_serving(client)
+
+            # A flooder that never reads is cut off once its answers pile up; others are not disturbed.
+            stream = await trio.open_tcp_stream("127.0.0.1", running.port)
+            stream.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 4096)
+            flooder = RawClient(stream)
+            flooder.h2.initiate_connection()
+            pings = 0
+            with pytest.raises(trio.BrokenResourceError):
+                while pings < 2_000_000:
+                    for _ in range(1000):
+                        flooder.h2.ping(pings.to_bytes(8, "big"))
+                        pings += 1
+                    await flooder.flush()
+            await stream.aclose()
+            assert pings < 2_000_000
+            async with RawClient.connect(running.port) as client:
+                await assert_still_serving(client)
+
+
+# -- connections -------------------------------------------------------------------------------------------
+
+
+async def test_garbage_instead_of_the_preface_closes_that_connection_only() -> None:
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serving(ServerSettings(handshake_timeout=1)) as running,
+            RawClient.connect(running.port) as good,
+        ):
+            await assert_still_serving(good)
+            for garbage in (
+                b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"\x00" * 100,
+                preface + b"\x00\x00\x03\x06\x00\x00\x00\x00\x00abc",  # a PING of 3 bytes
+                preface
+                + b"\xff" * 50,  # a 16 MiB frame announced: h2 waits for it, the handshake timeout not
+            ):
+                stream = await trio.open_tcp_stream("127.0.0.1", running.port)
+                async with stream:
+                    await stream.send_all(garbage)
+                    with contextlib.suppress(trio.BrokenResourceError):  # closed with our bytes unread
+                        while await stream.receive_some(65536):  # the server answers (GOAWAY) and closes
+                            pass
+            await assert_still_serving(good)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(running.server._connections) == 1  # the garbage connections are gone
+
+
+async def test_silent_connection_is_closed_after_handshake_timeout() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serving(ServerSettings(handshake_timeout=0.3)) as running:
+            stream = await trio.open_tcp_stream("127.0.0.1", running.port)
+            async with stream:
+                start = trio.current_time()
+                while await stream.receive_some(65536):  # our SETTINGS come, then the close
+                    pass
+                assert 0.25 <= trio.current_time() - start < 3
+            # One that did speak HTTP/2 stays open past the timeout.
+            async with RawClient.connect(running.port) as client:
+                await assert_still_serving(client)
+                with trio.move_on_after(0.6):
+                    await client.until_closed()
+                assert not client.eof
+                await assert_still_serving(client)
+
+
+async def test_streams_over_max_concurrent_streams_are_refused_not_the_connection() -> None:
+    settings = ServerSettings(max_concurrent_streams=2)
+    with trio.fail_after(TIMEOUT):
+        async with serving(settings) as running, RawClient.connect(running.port) as client:
+            blocked = [await client.request(body=unary_request(response_size=-1)) for _ in range(2)]
+            extra = await client.request(body=unary_request(response_size=1))
+            response = await client.response(extra)
+            assert (response.headers, response.reset) == (None, ErrorCodes.REFUSED_STREAM)
+            for stream_id in blocked:
+                await client.reset(stream_id)
+            await running.service.cancelled.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            await assert_still_serving(client)
+
+
+async def test_goaway_from_the_client_lets_its_calls_finish() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serving() as running, RawClient.connect(running.port) as client:
+            stream_id = await client.request(CLIENT_STREAMING, end_stream=False)
+            # Written by hand: h2 would refuse to go on after sending its own GOAWAY.
+            await client.socket.send_all(GoAwayFrame(0, last_stream_id=0).serialize())
+            await client.send(stream_id, b"", end_stream=True)
+            assert (await client.response(stream_id)).grpc_status == StatusCode.OK
+            # Then, with nothing left in flight, the server closes the connection.
+            await client.until_closed()
+
+
+# -- a hostile server, against our client ------------------------------------------------------------------
+
+
+async def test_client_keepalive_closes_a_connection_whose_server_stopped_answering() -> None:
+    """The server speaks HTTP/2 (SETTINGS) and then never reads again: our PINGs go unanswered."""
+    server_config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+    handshook = trio.Event()
+
+    async def mute_server(stream: trio.SocketStream) -> None:
+        connection = h2.connection.H2Connection(server_config)
+        connection.initiate_connection()
+        connection.receive_data(await stream.receive_some(65536))
+        await stream.send_all(connection.data_to_send())
+        handshook.set()
+        await trio.sleep_forever()
+
+    settings = ChannelSettings(keepalive_time=0.05, keepalive_timeout=0.2)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            (listener,) = await nursery.start(partial(trio.serve_tcp, mute_server, 0, host="127.0.0.1"))
+            port = listener.socket.getsockname()[1]
+            async with trio_grpc.Channel(f"127.0.0.1:{port}", settings=settings) as channel:
+                stub = trio_grpc.Stub(channel, SERVICE)
+                with pytest.raises(RpcError) as caught:
+                    await stub.UnaryCall(messages_pb2.SimpleRequest())
+                assert caught.value.code == StatusCode.UNAVAILABLE
+                assert "keepalive" in caught.value.message
+            nursery.cancel_scope.cancel()
+
+
+Answer = Callable[[h2.connection.H2Connection, int], None]
+
+
+@asynccontextmanager
+async def raw_server(answer: Answer) -> AsyncIterator[tuple[str, list[tuple[int, int]]]]:
+    """A server made of h2 that answers each request with `answer(connection, stream_id)`.
+
+    Yields the target and the list of (stream id, error code) of the RST_STREAMs the client sends.
+    """
+    resets: list[tuple[int, int]] = []
+    config = h2.config.H2Configuration(
+        client_side=False, header_encoding=None, validate_outbound_headers=False
+    )
+
+    async def handle(stream: trio.SocketStream) -> None:
+        connection = h2.connection.H2Connection(config)
+        connection.initiate_connection()
+        with contextlib.suppress(trio.BrokenResourceError):
+            await stream.send_all(connection.data_to_send())
+            while data := await stream.receive_some(65536):
+                for event in connection.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        answer(connection, event.stream_id)
+                    elif isinstance(event, h2.events.StreamReset):
+                        resets.append((event.stream_id, event.error_code))
+                    elif isinstance(event, h2.events.DataReceived):
+                        connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                await stream.send_all(connection.data_to_send())
+
+    async with trio.open_nursery() as nursery:
+        (listener, *_) = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+        yield f"127.0.0.1:{listener.socket.getsockname()[1]}", resets
+        nursery.cancel_scope.cancel()
+
+
+GRPC_HEADERS = [(b":status", b"200"), (b"content-type", b"application/grpc")]
+
+
+async def call_raw_server(answer: Answer, **options: Any) -> tuple[RpcError | None, list[tuple[int, int]]]:
+    """One unary call to a raw server: the error it ended with (None if OK), and the client's resets."""
+    async with raw_server(answer) as (target, resets), trio_grpc.Channel(target) as channel:
+        stub = trio_grpc.Stub(channel, SERVICE)
+        error = None
+        try:
+            await stub.UnaryCall(messages_pb2.SimpleRequest(), **options)
+        except RpcError as exc:
+            error = exc
+        await trio.testing.wait_all_tasks_blocked()  # the server has seen what the client sent
+        return error, list(resets)
+
+
+async def test_client_refuses_a_response_compressed_with_an_unsupported_encoding() -> None:
+    def answer(connection: h2.connection.H2Connection, stream_id: int) -> None:
+        connection.send_headers(stream_id, [*GRPC_HEADERS, (b"grpc-encoding", b"snappy")])
+        connection.send_data(stream_id, frame(b"\x01\x02", flag=1))
+        connection.send_headers(stream_id, [(b"grpc-status", b"0")], end_stream=True)
+
+    with trio.fail_after(TIMEOUT):
+        error, _ = await call_raw_server(answer)
+    assert error is not None and error.code == StatusCode.INTERNAL
+    assert "snappy" in error.message
+
+
+async def test_client_refuses_an_oversized_response_from_its_length_prefix() -> None:
+    """Only the prefix of a 5 MiB response comes: the client fails the call and resets the stream."""
+
+    def answer(connection: h2.connection.H2Connection, stream_id: int) -> None:
+        connection.send_headers(stream_id, GRPC_HEADERS)
+        connection.send_data(stream_id, b"\0" + (5 * MiB).to_bytes(4, "big"))
+
+    with trio.fail_after(TIMEOUT):
+        error, resets = await call_raw_server(answer)
+    assert error is not None and error.code == StatusCode.RESOURCE_EXHAUSTED
+    assert error.message == f"received message larger than max ({5 * MiB} vs. {4 * MiB})"
+    assert resets == [(1, ErrorCodes.CANCEL)]
+
+
+async def test_client_frees_a_stream_the_server_ended_first() -> None:
+    """Trailers before the client's END_STREAM: the client answers RST_STREAM(NO_ERROR) (spec)."""
+
+    def answer(connection: h2.connection.H2Connection, stream_id: int) -> None:
+        connection.send_headers(stream_id, [*GRPC_HEADERS, (b"grpc-status", b"0")], end_stream=True)
+
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(answer) as (target, resets), trio_grpc.Channel(target) as channel:
+            async with trio_grpc.Stub(channel, SERVICE).FullDuplexCall() as call:
+                assert await call.receive() is None
+            assert call.code == StatusCode.OK
+            await trio.testing.wait_all_tasks_blocked()
+            assert resets == [(1, ErrorCodes.NO_ERROR)]
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ([(b":status", b"503")], StatusCode.UNAVAILABLE),
+        ([(b":status", b"404"), (b"content-type", b"text/html")], StatusCode.UNIMPLEMENTED),
+        ([(b":status", b"401")], StatusCode.UNAUTHENTICATED),
+        ([(b":status", b"500")], StatusCode.UNKNOWN),
+        (GRPC_HEADERS, StatusCode.UNKNOWN),  # no grpc-status at all
+        ([*GRPC_HEADERS, (b"grpc-status", b"99")], StatusCode.UNKNOWN),
+        ([*GRPC_HEADERS, (b"grpc-status", b"5"), (b"grpc-message", b"caf%C3%A9%zz")], StatusCode.NOT_FOUND),
+    ],
+)
+async def test_client_synthesizes_a_status_for_broken_responses(
+    headers: list[tuple[bytes, bytes]], code: StatusCode
+) -> None:
+    def answer(connection: h2.connection.H2Connection, stream_id: int) -> None:
+        connection.send_headers(stream_id, headers, end_stream=True)
+
+    with trio.fail_after(TIMEOUT):
+        error, _ = await call_raw_server(answer)
+    assert error is not None and error.code == code
+    if code == StatusCode.NOT_FOUND:
+        assert error.message == "café%zz"  # decoded leniently
