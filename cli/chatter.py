@@ -1,0 +1,265 @@
+"""chatter: the interactive chat client (create, list and delete rooms; chat in one; or only listen).
+
+Owns the command line and the chat flow: pick a room, pick a name tag, then typing and receiving run as
+two tasks in one nursery. End of input (Ctrl-D) or Ctrl-C half-closes the call, so the others see "Has
+left the chat"; the room being deleted ends the program with the server's closing message and exit code 0.
+Terminal handling lives in `cli._console`, error lines in `cli._common`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+import trio
+
+from chat._proto.rpc import chat_pb2
+from trio_grpc import Call, RpcError, StatusCode, Stub
+
+from ._common import CliError, add_tls_arguments, client_tls, open_channel, rpc_error, run, sole_exception
+from ._console import Console, open_console, printable
+
+CHAT_SERVICE = chat_pb2.DESCRIPTOR.services_by_name["ChatService"]
+_ROOM_ID = re.compile(r"[0-9a-f]{20}")
+DEFAULT_HOST = "localhost:8080"
+
+DESCRIPTION = """\
+Chat in the rooms of a chat server.
+
+Without --create, --list or --delete, chatter lists the rooms, asks which one to join ("Pick a room:",
+a number or a room id) and your name tag, then shows every message as "name: message" while you type
+yours. Ctrl-D or Ctrl-C leaves the room; the others see "Has left the chat". Input may come from a
+pipe as well: one answer per prompt, then one message per line.
+"""
+
+EPILOG = """\
+examples:
+  chatter --insecure --create            create a room on a plaintext server on localhost:8080
+  chatter --insecure                     pick a room and a name tag, then chat
+  chatter --insecure --room ID --name Me join without the prompts
+  chatter --insecure --room ID --listen  only read the room
+  chatter --host chat.example.com:443    TLS, checked against the system trust store
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatter",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, metavar="HOST:PORT", help="chat server (default: %(default)s)"
+    )
+    add_tls_arguments(parser)
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument(
+        "--create", action="store_true", help="create a room and print `Chat room created: ID`"
+    )
+    action.add_argument("--list", action="store_true", help="print the id of every public room, one a line")
+    action.add_argument("--delete", metavar="ID", help="delete a room (its members get a closing message)")
+    parser.add_argument(
+        "--private", action="store_true", help="with --create: a room that is joinable by id but not listed"
+    )
+    parser.add_argument("--room", metavar="ID", help="join this room instead of picking one from the list")
+    parser.add_argument("--name", metavar="NAME", help="your name tag, instead of being asked for it")
+    parser.add_argument(
+        "--listen", action="store_true", help="only read the room's messages (you are not a member)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.private and not args.create:
+        parser.error("--private goes with --create")
+    if (args.create or args.list or args.delete) and (args.room or args.name or args.listen):
+        parser.error("--room, --name and --listen are for chatting, not with --create, --list or --delete")
+    if args.listen and args.name:
+        parser.error("--listen reads without a name tag: drop --name")
+    run(lambda: _main(args))
+
+
+async def _main(args: argparse.Namespace) -> int:
+    tls = client_tls(args)
+    async with open_channel(args.host, tls, "--host") as channel:
+        try:
+            await _command(Stub(channel, CHAT_SERVICE), args)
+        except Exception as exc:
+            error = sole_exception(exc)
+            if isinstance(error, RpcError):
+                raise _chat_error(error, args) from None
+            raise
+    return 0
+
+
+async def _command(stub: Stub, args: argparse.Namespace) -> None:
+    if args.create:
+        room = await stub.CreateChatRoom(chat_pb2.CreateChatRoomRequest(private=args.private))
+        print(f"Chat room created: {room.room_id}")
+    elif args.list:
+        rooms = await _public_rooms(stub)
+        if rooms:
+            print("\n".join(rooms))
+        else:
+            print(f"No public chat rooms; create one with `{_create_command(args)}`.", file=sys.stderr)
+    elif args.delete:
+        await stub.DeleteChatRoom(chat_pb2.DeleteChatRoomRequest(room_id=args.delete))
+        print(f"Chat room deleted: {args.delete}")
+    else:
+        console = open_console()
+        try:
+            await _session(stub, args, console)
+        finally:
+            console.close()
+
+
+def _chat_error(exc: RpcError, args: argparse.Namespace) -> CliError:
+    if exc.code == StatusCode.NOT_FOUND and "room" in exc.message:
+        return CliError(f"{exc.message} (NOT_FOUND)", "see the rooms with `chatter --list`")
+    if exc.code == StatusCode.ALREADY_EXISTS:
+        return CliError(f"{exc.message} (ALREADY_EXISTS)", "choose another --name")
+    return rpc_error(exc, args.host, args.insecure)
+
+
+async def _public_rooms(stub: Stub) -> list[str]:
+    response = await stub.ListChatRooms(chat_pb2.ListChatRoomsRequest())
+    return [room.room_id for room in response.chat_rooms]
+
+
+def _create_command(args: argparse.Namespace) -> str:
+    """The chatter command line that creates a room on the same server, with the same options."""
+    words = ["chatter", "--create"]
+    if args.host != DEFAULT_HOST:
+        words += ["--host", args.host]
+    if args.insecure:
+        words.append("--insecure")
+    if args.cacert:
+        words += ["--cacert", args.cacert]
+    return " ".join(words)
+
+
+async def _session(stub: Stub, args: argparse.Namespace, console: Console) -> None:
+    room_id = args.room or await _pick_room(stub, console, args)
+    if args.listen:
+        await _listen(stub, room_id, console)
+        return
+    name = args.name or await _ask_name(console)
+    while True:
+        try:
+            await _chat(stub, room_id, name, console)
+            return
+        except RpcError as exc:
+            if exc.code != StatusCode.ALREADY_EXISTS or args.name:
+                raise
+            console.show(f"The name tag {name!r} is taken in this room; choose another.")
+            name = await _ask_name(console)
+
+
+async def _ask(console: Console, prompt: str) -> str:
+    answer = await console.read_line(prompt)
+    if answer is None:
+        raise CliError(f"input ended at the prompt {prompt.strip()!r}")
+    return answer.strip()
+
+
+async def _pick_room(stub: Stub, console: Console, args: argparse.Namespace) -> str:
+    rooms = await _public_rooms(stub)
+    if not rooms:
+        hint = f"create one with `{_create_command(args)}`, or join a private one with --room ID"
+        raise CliError("there are no public chat rooms", hint)
+    console.show("Chat rooms:")
+    for number, room_id in enumerate(rooms, 1):
+        console.show(f"[{number}]: {room_id}")
+    while True:
+        answer = await _ask(console, "Pick a room: ")
+        if answer.isdigit() and 1 <= int(answer) <= len(rooms):
+            return rooms[int(answer) - 1]
+        if _ROOM_ID.fullmatch(answer):  # a private room's id works too
+            return answer
+        numbers = "1" if len(rooms) == 1 else f"a number from 1 to {len(rooms)}"
+        console.show(f"Please enter {numbers}, or a room id.")
+
+
+async def _ask_name(console: Console) -> str:
+    while True:
+        name = await _ask(console, "Enter Name tag: ")
+        if name:
+            return name
+        console.show("The name tag cannot be empty.")
+
+
+def _show(console: Console, message: chat_pb2.Message) -> None:
+    console.show(f"{printable(message.name)}: {printable(message.message)}")
+
+
+async def _listen(stub: Stub, room_id: str, console: Console) -> None:
+    with trio.open_signal_receiver(signal.SIGINT) as interrupts:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_signal, interrupts, nursery.cancel_scope)
+            async with stub.Listen(chat_pb2.ListenRequest(room_id=room_id)) as call:
+                async for message in call:
+                    _show(console, message)
+            nursery.cancel_scope.cancel()
+
+
+async def _chat(stub: Stub, room_id: str, name: str, console: Console) -> None:
+    with trio.open_signal_receiver(signal.SIGINT) as interrupts:  # from here on, Ctrl-C means "leave"
+        async with stub.Chat() as call:
+            await call.send(chat_pb2.ChatMessage(join=chat_pb2.JoinChat(room_id=room_id, name=name)))
+            first = await call.receive()  # the join notice, or the reason there is none (NOT_FOUND...)
+            if first is None:
+                return
+            _show(console, first)
+            async with trio.open_nursery() as nursery:
+                typing = trio.CancelScope()
+                nursery.start_soon(_on_interrupts, interrupts, typing, nursery.cancel_scope)
+                nursery.start_soon(_type_messages, call, name, console, typing)
+                async for message in call:
+                    _show(console, message)
+                nursery.cancel_scope.cancel()  # the server ended the call: the room closed, or we left
+
+
+async def _on_interrupts(
+    interrupts: AsyncIterator[int], typing: trio.CancelScope, chat: trio.CancelScope
+) -> None:
+    """The first Ctrl-C stops typing, so that we leave the room politely; a second one stops at once."""
+    async for _ in interrupts:
+        if typing.cancel_called:
+            chat.cancel()
+            return
+        typing.cancel()
+
+
+async def _type_messages(call: Call, name: str, console: Console, typing: trio.CancelScope) -> None:
+    """Send typed lines until end of input or Ctrl-C, then half-close: the server ends the call."""
+    with typing:
+        await _send_lines(call, name, console)
+    with contextlib.suppress(RpcError):  # the call already ended: receiving reports how
+        await call.done_writing()
+
+
+async def _send_lines(call: Call, name: str, console: Console) -> None:
+    while (line := await console.read_line(f"{name}: ", echo=False)) is not None:
+        if line.strip():
+            message = chat_pb2.Message(name=name, message=line)
+            try:
+                await call.send(chat_pb2.ChatMessage(message=message))
+            except RpcError:
+                return
+
+
+async def _cancel_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async for _ in signals:
+        scope.cancel()
+        return
+
+
+if __name__ == "__main__":
+    main()
