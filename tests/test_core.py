@@ -635,6 +635,54 @@ async def test_client_waits_for_the_servers_max_concurrent_streams() -> None:
 # -- message size limits -----------------------------------------------------------------------------------
 
 
+class StallsReaders:
+    """StreamingInputCall reads nothing until `release` is set; UnaryCall answers at once."""
+
+    def __init__(self) -> None:
+        self.release = trio.Event()
+
+    async def StreamingInputCall(
+        self, requests: AsyncIterator[StreamingInputCallRequest], context: Context
+    ) -> StreamingInputCallResponse:
+        await self.release.wait()
+        total = 0
+        async for request in requests:
+            total += len(request.payload.body)
+        return StreamingInputCallResponse(aggregated_payload_size=total)
+
+    async def UnaryCall(self, request: SimpleRequest, context: Context) -> SimpleResponse:
+        return SimpleResponse(payload=request.payload)
+
+
+async def test_streams_nobody_reads_do_not_stall_the_connection() -> None:
+    # Eight streams fill their windows with messages nobody reads: together they hold far more than the
+    # connection window. Only stream-level credit may be held back, so a unary call still gets through.
+    settings = ServerSettings(
+        stream_window_size=64 * 1024, stream_read_buffer_size=16 * 1024, connection_window_size=256 * 1024
+    )
+    implementation = StallsReaders()
+    message = StreamingInputCallRequest(payload=payload(1024))
+    with trio.fail_after(TIMEOUT):
+        async with serving(implementation, settings=settings) as (_, stub), trio.open_nursery() as nursery:
+            results: list[int] = []
+
+            async def stalled_upload() -> None:
+                async with stub.StreamingInputCall.open() as call:
+                    for _ in range(300):
+                        await call.send(message)
+                    response = await call.response()
+                    results.append(response.aggregated_payload_size)
+
+            for _ in range(8):
+                nursery.start_soon(stalled_upload)
+            await trio.testing.wait_all_tasks_blocked()  # every upload now waits for window
+            assert not results
+            echoed = await stub.UnaryCall(SimpleRequest(payload=payload(100 * 1024)))
+            assert len(echoed.payload.body) == 100 * 1024
+            implementation.release.set()
+        assert results == [300 * 1024] * 8
+
+
 async def test_large_messages_and_the_receive_limit() -> None:
     class Service:
         async def UnaryCall(self, request: SimpleRequest, context: Context) -> SimpleResponse:

@@ -8,7 +8,8 @@ Theory of operation:
   Frames produced while a write is in progress go out together in the next one.
 - Receive backpressure: a stream returns flow-control credit to the peer only while its complete, unread
   messages stay under `stream_read_buffer_size`; once the application reads them, the credit goes back.
-  A peer whose messages nobody reads therefore stops at its window instead of filling our memory.
+  A peer whose messages nobody reads therefore stops at its stream window instead of filling our memory.
+  Connection-level credit goes back as the bytes arrive, so a stalled stream stalls only itself.
 - Send backpressure: `send_data` never hands h2 more than the peer's window and waits for WINDOW_UPDATE;
   it also waits while the outgoing queue holds more than `write_buffer_size` bytes. Frames we must send
   whatever happens, in answer to the peer (ACKs, resets), count towards a hard cap: a peer that makes us
@@ -65,6 +66,7 @@ class Stream:
         "_held_credit",
         "_lot",
         "_messages",
+        "_unsent_credit",
         "_window_lot",
         "closed",
         "ended",
@@ -84,6 +86,7 @@ class Stream:
         self._messages: collections.deque[tuple[bool, bytes]] = collections.deque()
         self._buffered = 0
         self._held_credit = 0
+        self._unsent_credit = 0
         self._lot = trio.lowlevel.ParkingLot()
         self._window_lot = trio.lowlevel.ParkingLot()
         self.headers: list[tuple[bytes, bytes]] | None = None
@@ -104,34 +107,38 @@ class Stream:
     # -- receiving -------------------------------------------------------------------------------------
 
     def _data_received(self, data: bytes, flow_controlled_length: int) -> None:
-        if self.receive_error is not None or self.ended:
-            self._connection.acknowledge(self.id, flow_controlled_length)
+        if self.receive_error is not None:
+            self._return_credit(flow_controlled_length)  # discarded until the stream is reset
             return
         try:
             messages = self._decoder.feed(data)
         except MessageTooLarge as exc:
-            self._fail_receive(StatusCode.RESOURCE_EXHAUSTED, str(exc))
-            self._connection.acknowledge(self.id, flow_controlled_length)
+            self._fail_receive(StatusCode.RESOURCE_EXHAUSTED, str(exc), flow_controlled_length)
             return
         except FramingError as exc:
-            self._fail_receive(StatusCode.INTERNAL, str(exc))
-            self._connection.acknowledge(self.id, flow_controlled_length)
+            self._fail_receive(StatusCode.INTERNAL, str(exc), flow_controlled_length)
             return
         for message in messages:
             self._messages.append(message)
             self._buffered += len(message[1])
         if self._buffered <= self._connection.limits.stream_read_buffer_size:
-            self._connection.acknowledge(self.id, flow_controlled_length + self._held_credit)
-            self._held_credit = 0
+            self._return_credit(flow_controlled_length)
         else:
             self._held_credit += flow_controlled_length
         if messages:
             self._lot.unpark_all()
 
-    def _fail_receive(self, code: StatusCode, message: str) -> None:
-        self.receive_error = RpcError(code, message)
-        self._connection.acknowledge(self.id, self._held_credit)
+    def _return_credit(self, size: int) -> None:
+        """Stream-level credit goes back in batches; the connection's went back when the bytes arrived."""
+        self._unsent_credit += size + self._held_credit
         self._held_credit = 0
+        if self._unsent_credit >= self._connection.stream_credit_batch() and not self.ended:
+            self._connection.open_stream_window(self.id, self._unsent_credit)
+            self._unsent_credit = 0
+
+    def _fail_receive(self, code: StatusCode, message: str, flow_controlled_length: int) -> None:
+        self.receive_error = RpcError(code, message)
+        self._return_credit(flow_controlled_length)
         self._lot.unpark_all()
 
     def _end_received(self) -> None:
@@ -154,8 +161,7 @@ class Stream:
             message = self._messages.popleft()
             self._buffered -= len(message[1])
             if self._held_credit and self._buffered <= self._connection.limits.stream_read_buffer_size:
-                self._connection.acknowledge(self.id, self._held_credit)
-                self._held_credit = 0
+                self._return_credit(0)
                 self._connection.flush_soon()
             return message
         if self.receive_error is not None:
@@ -203,6 +209,7 @@ class Connection:
         self._drained_lot = trio.lowlevel.ParkingLot()
         self._closing = False
         self._writer_finished = trio.Event()
+        self._unsent_connection_credit = 0
         #: Why the connection ended, once it has.
         self.lost: StreamClosed | None = None
         self._ping_ack = trio.Event()
@@ -332,10 +339,14 @@ class Connection:
                 return
 
     def _on_data(self, event: h2.events.DataReceived) -> None:
+        # Connection-level credit goes back as soon as the bytes are here, so that one stream whose reader
+        # is slow holds up only itself; what a stream may hold is bounded by its own window.
+        self._unsent_connection_credit += event.flow_controlled_length
+        if self._unsent_connection_credit >= self.limits.connection_window_size // 4:
+            self.h2.increment_flow_control_window(self._unsent_connection_credit)
+            self._unsent_connection_credit = 0
         stream = self.streams.get(event.stream_id)
-        if stream is None:
-            self.acknowledge(event.stream_id, event.flow_controlled_length)
-        else:
+        if stream is not None:
             stream._data_received(event.data, event.flow_controlled_length)
 
     def _on_stream_ended(self, event: h2.events.StreamEnded) -> None:
@@ -383,9 +394,15 @@ class Connection:
 
     # -- sending ---------------------------------------------------------------------------------------
 
-    def acknowledge(self, stream_id: int, size: int) -> None:
-        if size:
-            self.h2.acknowledge_received_data(size, stream_id)
+    def stream_credit_batch(self) -> int:
+        # A quarter of the window in force (before the peer acknowledges our SETTINGS, the default 65535).
+        return self.h2.local_settings.initial_window_size // 4
+
+    def open_stream_window(self, stream_id: int, size: int) -> None:
+        try:
+            self.h2.increment_flow_control_window(size, stream_id=stream_id)
+        except h2.exceptions.StreamClosedError:
+            pass  # the peer is done sending anyway
 
     def send_headers(
         self, stream: Stream, headers: list[tuple[bytes, bytes]], end_stream: bool = False
@@ -459,10 +476,6 @@ class Connection:
         """The stream's user is done with it."""
         stream.on_reset = None
         self.streams.pop(stream.id, None)
-        if stream._held_credit:
-            self.acknowledge(stream.id, stream._held_credit)
-            stream._held_credit = 0
-            self.flush_soon()
         self._stream_released()
 
     def _stream_released(self) -> None:
