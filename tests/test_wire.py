@@ -160,8 +160,14 @@ def test_bad_compressed_flag_anywhere(flag: int, before: list[tuple[bool, bytes]
 # grpc-timeout
 # --------------------------------------------------------------------------------------------------
 
-_UNITS = {b"H": Fraction(3600), b"M": Fraction(60), b"S": Fraction(1), b"m": Fraction(1, 10**3),
-          b"u": Fraction(1, 10**6), b"n": Fraction(1, 10**9)}
+_UNITS = {
+    b"H": Fraction(3600),
+    b"M": Fraction(60),
+    b"S": Fraction(1),
+    b"m": Fraction(1, 10**3),
+    b"u": Fraction(1, 10**6),
+    b"n": Fraction(1, 10**9),
+}
 _VALID_TIMEOUT = re.compile(rb"[0-9]{1,8}[HMSmun]")
 TEN_YEARS = 10 * 365.25 * 24 * 3600
 
@@ -179,8 +185,28 @@ def test_parse_valid_timeout(digits: bytes, unit: bytes) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [b"", b"S", b"1", b"123456789S", b"000000001S", b"1s", b"1h", b"1x", b"1\x00", b"-1S", b"+1S",
-     b" 1S", b"1S ", b"1 S", b"1.5S", b"1e3S", b"0x1S", b"1SS", b"\xd9\xa1S", b"\xef\xbc\x91S"],
+    [
+        b"",
+        b"S",
+        b"1",
+        b"123456789S",
+        b"000000001S",
+        b"1s",
+        b"1h",
+        b"1x",
+        b"1\x00",
+        b"-1S",
+        b"+1S",
+        b" 1S",
+        b"1S ",
+        b"1 S",
+        b"1.5S",
+        b"1e3S",
+        b"0x1S",
+        b"1SS",
+        b"\xd9\xa1S",
+        b"\xef\xbc\x91S",
+    ],
 )
 def test_malformed_timeout(value: bytes) -> None:
     with pytest.raises(ValueError):
@@ -214,10 +240,32 @@ def test_format_timeout_never_shorter(seconds: float) -> None:
 
 @pytest.mark.parametrize(
     "seconds",
-    [0.0, 1e-9, 1.5e-9, 0.1, 0.099999999, 0.0999999991, 0.1 + 1e-17, 1.0, 99.999999, 99.9999991,
-     100.0, 99999.999, 6000000.0, 5999999.5, 359999940.0, 0.3, 0.7, 1 / 3, 2 / 3, 1e-7 * 3,
-     # seconds * 10**k rounds down onto the integer just below the exact product:
-     8.500000000000001e-08, 7.500000000000001e-05, 0.043000000000000003],
+    [
+        0.0,
+        1e-9,
+        1.5e-9,
+        0.1,
+        0.099999999,
+        0.0999999991,
+        0.1 + 1e-17,
+        1.0,
+        99.999999,
+        99.9999991,
+        100.0,
+        99999.999,
+        6000000.0,
+        5999999.5,
+        359999940.0,
+        0.3,
+        0.7,
+        1 / 3,
+        2 / 3,
+        1e-7 * 3,
+        # seconds * 10**k rounds down onto the integer just below the exact product:
+        8.500000000000001e-08,
+        7.500000000000001e-05,
+        0.043000000000000003,
+    ],
 )
 def test_format_timeout_boundaries(seconds: float) -> None:
     _check_formatted(seconds)
@@ -277,8 +325,17 @@ def test_percent_examples() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [(b"%zz", "%zz"), (b"abc%", "abc%"), (b"%4", "%4"), (b"%%41", "%A"), (b"100%", "100%"),
-     (b"%2", "%2"), (b"%g0ok", "%g0ok"), (b"%FF", "\ufffd"), (b"a%E2%9Cb", "a\ufffdb")],
+    [
+        (b"%zz", "%zz"),
+        (b"abc%", "abc%"),
+        (b"%4", "%4"),
+        (b"%%41", "%A"),
+        (b"100%", "100%"),
+        (b"%2", "%2"),
+        (b"%g0ok", "%g0ok"),
+        (b"%FF", "\ufffd"),
+        (b"a%E2%9Cb", "a\ufffdb"),
+    ],
 )
 def test_percent_decode_lenient(raw: bytes, expected: str) -> None:
     assert percent_decode(raw) == expected
@@ -288,8 +345,16 @@ def test_percent_decode_lenient(raw: bytes, expected: str) -> None:
 # Metadata
 # --------------------------------------------------------------------------------------------------
 
-_RESERVED_NAMES = {"content-type", "te", "connection", "keep-alive", "proxy-connection", "transfer-encoding",
-                   "upgrade", "host"}
+_RESERVED_NAMES = {
+    "content-type",
+    "te",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+}
 
 
 def _reserved(key: str) -> bool:
@@ -299,8 +364,11 @@ def _reserved(key: str) -> bool:
 ascii_keys = st.from_regex(r"[0-9a-zA-Z_.\-]+", fullmatch=True).filter(
     lambda k: not _reserved(k.lower()) and not k.lower().endswith("-bin")
 )
-bin_keys = st.builds(lambda k, suffix: k + suffix, st.from_regex(r"[0-9a-zA-Z_.\-]+", fullmatch=True),
-                     st.sampled_from(["-bin", "-BIN", "-Bin"])).filter(lambda k: not _reserved(k.lower()))
+bin_keys = st.builds(
+    lambda k, suffix: k + suffix,
+    st.from_regex(r"[0-9a-zA-Z_.\-]+", fullmatch=True),
+    st.sampled_from(["-bin", "-BIN", "-Bin"]),
+).filter(lambda k: not _reserved(k.lower()))
 printable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E))
 pairs = st.one_of(st.tuples(ascii_keys, printable), st.tuples(bin_keys, st.binary()))
 
@@ -319,7 +387,9 @@ def test_metadata_round_trip(metadata: list[tuple[str, str | bytes]]) -> None:
 
 def test_metadata_keys_go_out_lowercase() -> None:
     assert encode_metadata([("X-Request-ID", "abc"), ("Trace-BIN", b"\x00")]) == [
-        (b"x-request-id", b"abc"), (b"trace-bin", b"AA")]
+        (b"x-request-id", b"abc"),
+        (b"trace-bin", b"AA"),
+    ]
     assert encode_metadata(None) == []
     assert encode_metadata([]) == []
 
@@ -336,8 +406,21 @@ def test_bin_padded_or_unpadded(key: str, value: bytes) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    [":path", ":authority", "content-type", "Content-Type", "te", "TE", "grpc-timeout", "grpc-anything",
-     "GRPC-Status", "grpc-trace-bin", "connection", "host", "transfer-encoding"],
+    [
+        ":path",
+        ":authority",
+        "content-type",
+        "Content-Type",
+        "te",
+        "TE",
+        "grpc-timeout",
+        "grpc-anything",
+        "GRPC-Status",
+        "grpc-trace-bin",
+        "connection",
+        "host",
+        "transfer-encoding",
+    ],
 )
 def test_reserved_keys_refused_on_encode(key: str) -> None:
     with pytest.raises(MetadataError):
@@ -345,10 +428,18 @@ def test_reserved_keys_refused_on_encode(key: str) -> None:
 
 
 def test_reserved_keys_dropped_on_decode() -> None:
-    headers = [(b":path", b"/a/b"), (b":status", b"200"), (b"content-type", b"application/grpc"),
-               (b"te", b"trailers"), (b"grpc-timeout", b"1S"), (b"grpc-anything", b"x"),
-               (b"grpc-status-details-bin", b"AA"), (b"connection", b"close"), (b"user-key", b"kept"),
-               (b"user-bin", b"AQI")]
+    headers = [
+        (b":path", b"/a/b"),
+        (b":status", b"200"),
+        (b"content-type", b"application/grpc"),
+        (b"te", b"trailers"),
+        (b"grpc-timeout", b"1S"),
+        (b"grpc-anything", b"x"),
+        (b"grpc-status-details-bin", b"AA"),
+        (b"connection", b"close"),
+        (b"user-key", b"kept"),
+        (b"user-bin", b"AQI"),
+    ]
     assert decode_metadata(headers) == (("user-key", "kept"), ("user-bin", b"\x01\x02"))
 
 
@@ -381,7 +472,9 @@ def test_value_types_per_key_kind() -> None:
     with pytest.raises(MetadataError):
         encode_metadata([("key-bin", "str")])
     assert encode_metadata([("key-bin", bytearray(b"\xff")), ("k2-bin", memoryview(b"\xfe"))]) == [
-        (b"key-bin", b"/w"), (b"k2-bin", b"/g")]
+        (b"key-bin", b"/w"),
+        (b"k2-bin", b"/g"),
+    ]
 
 
 @pytest.mark.parametrize("raw", [b"not base64!", b"abcde", b"ab cd", b"YQ=x", b"\xff\xfe", b"-_-_"])

@@ -21,6 +21,7 @@ and the only status it produces is for a message it cannot accept (too large, br
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -399,10 +400,8 @@ class Connection:
         return self.h2.local_settings.initial_window_size // 4
 
     def open_stream_window(self, stream_id: int, size: int) -> None:
-        try:
+        with contextlib.suppress(h2.exceptions.StreamClosedError):  # the peer is done sending anyway
             self.h2.increment_flow_control_window(size, stream_id=stream_id)
-        except h2.exceptions.StreamClosedError:
-            pass  # the peer is done sending anyway
 
     def send_headers(
         self, stream: Stream, headers: list[tuple[bytes, bytes]], end_stream: bool = False
