@@ -404,6 +404,13 @@ def test_bin_padded_or_unpadded(key: str, value: bytes) -> None:
     assert decode_metadata([(raw_key, unpadded)]) == ((key.lower(), value),)
 
 
+@FAST
+@given(key=bin_keys, values=st.lists(st.binary(), min_size=1, max_size=5))
+def test_bin_values_joined_with_commas_are_split(key: str, values: list[bytes]) -> None:
+    joined = b",".join(base64.b64encode(value).rstrip(b"=") for value in values)
+    assert decode_metadata([(key.lower().encode(), joined)]) == tuple((key.lower(), v) for v in values)
+
+
 @pytest.mark.parametrize(
     "key",
     [

@@ -81,10 +81,13 @@ def decode_metadata(headers: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, 
         if _is_reserved(key) or not _VALID_KEY.fullmatch(key):
             continue
         if key.endswith(b"-bin"):
+            # Several values of one key may arrive joined with commas (the spec's "Custom-Metadata").
             try:
-                result.append((key.decode("ascii"), decode_b64(value)))
+                values = [decode_b64(part.strip()) for part in value.split(b",")]
             except (binascii.Error, ValueError):
                 continue
+            name = key.decode("ascii")
+            result.extend((name, item) for item in values)
         elif _VALID_ASCII_VALUE.fullmatch(value):
             result.append((key.decode("ascii"), value.decode("ascii")))
     return tuple(result)
