@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import zlib
 
 # name -> zlib wbits: gzip is RFC 1952, "deflate" in gRPC is the zlib format of RFC 1950.
@@ -34,5 +35,6 @@ def decompress(name: str, data: bytes, max_size: int) -> bytes:
     return result
 
 
+@functools.lru_cache(maxsize=64)  # a peer sends the same few values on every call
 def parse_accept_encoding(value: bytes) -> frozenset[str]:
     return frozenset(name.strip() for name in value.decode("ascii", "replace").split(","))

@@ -193,15 +193,39 @@ _REQUEST_PSEUDO_HEADERS = frozenset({b":method", b":scheme", b":path", b":author
 _CONNECTION_SPECIFIC_HEADERS = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
-_FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9a-z]+"
+_FIELD_NAME = re.compile(_TOKEN)
+_FIELD_NAMES = re.compile(rb"(?:%s(?:\n%s)*)?" % (_TOKEN, _TOKEN))  # names joined with newlines
 _FORBIDDEN_IN_VALUE = re.compile(rb"[\x00\r\n]")
+_REQUIRED_PSEUDO_HEADERS = frozenset({b":method", b":scheme", b":path"})
 
 
-def _malformed(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """Why a request header block is malformed HTTP/2 (RFC 9113 8.2, 8.3); None if it is not.
+def _inspect_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, int]:
+    """(Why a request header block is malformed HTTP/2 (RFC 9113 8.2, 8.3), or None; its size as
+    SETTINGS_MAX_HEADER_LIST_SIZE counts it).
 
-    `te` is left to `_refusal`, which answers it the way grpc-core does.
+    This runs for every request, so the valid case is decided by a few C-level passes over the whole block;
+    `_why_malformed` walks the headers one by one only to name what is wrong. `te` is left to `_refusal`,
+    which answers it the way grpc-core does.
     """
+    if not headers:
+        return "empty header block", 0
+    names, values = zip(*headers, strict=True)
+    size = 32 * len(names) + sum(map(len, names)) + sum(map(len, values))
+    pseudo = [name for name in names if name[:1] == b":"]
+    pseudo_set = set(pseudo)
+    valid = (
+        names[: len(pseudo)] == tuple(pseudo)  # pseudo-headers first
+        and len(pseudo_set) == len(pseudo)
+        and _REQUIRED_PSEUDO_HEADERS <= pseudo_set <= _REQUEST_PSEUDO_HEADERS
+        and _FIELD_NAMES.fullmatch(b"\n".join(names[len(pseudo) :])) is not None
+        and _CONNECTION_SPECIFIC_HEADERS.isdisjoint(names)
+        and _FORBIDDEN_IN_VALUE.search(b"".join(values)) is None
+    )
+    return (None if valid else _why_malformed(headers)), size
+
+
+def _why_malformed(headers: list[tuple[bytes, bytes]]) -> str:
     pseudo: set[bytes] = set()
     regular = False
     for name, value in headers:
@@ -215,15 +239,13 @@ def _malformed(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
                 return f"invalid header name {name!r}"
         if _FORBIDDEN_IN_VALUE.search(value):
             return f"invalid value of header {name!r}"
-    if len(pseudo - {b":authority"}) != 3:
-        return "missing pseudo-header (:method, :scheme and :path are required)"
-    return None
+    return "missing pseudo-header (:method, :scheme and :path are required)"
 
 
 class ServerConnection(Connection):
     def __init__(self, server: Server, socket: trio.abc.Stream, peer: str) -> None:
         # h2 takes a malformed request for a connection error; `_on_headers` checks requests itself
-        # (`_malformed`) and resets just that stream, as RFC 9113 8.1.1 asks, so the other calls carry on.
+        # (`_inspect_headers`) and resets just that stream, as RFC 9113 8.1.1 asks: other calls carry on.
         config = h2.config.H2Configuration(
             client_side=False,
             header_encoding=None,
@@ -273,7 +295,7 @@ class ServerConnection(Connection):
         if self._draining or len(self.streams) >= self._server.settings.max_concurrent_streams:
             self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             return
-        malformed = _malformed(event.headers)
+        malformed, header_list_size = _inspect_headers(event.headers)
         if malformed is not None:
             log.debug("%s: malformed request on stream %d: %s", self.peer, stream_id, malformed)
             self.h2.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
@@ -281,10 +303,10 @@ class ServerConnection(Connection):
         stream = Stream(self, stream_id)
         stream.headers = event.headers
         self.streams[stream_id] = stream
-        self._idle_scope.deadline = math.inf
+        if self._idle_scope.deadline != math.inf:  # the setter is not free: this runs for every request
+            self._idle_scope.deadline = math.inf
         headers = dict(event.headers)
-        # Counted as SETTINGS_MAX_HEADER_LIST_SIZE counts.
-        refusal = self._refusal(headers, sum(len(name) + len(value) + 32 for name, value in event.headers))
+        refusal = self._refusal(headers, header_list_size)
         if refusal is not None:
             http_status, code, message = refusal
             if http_status is None:

@@ -126,7 +126,7 @@ class Stream:
             self._return_credit(flow_controlled_length)
         else:
             self._held_credit += flow_controlled_length
-        if messages:
+        if messages and self._lot:  # ParkingLot's len is cheap, unpark_all is not: this runs per DATA frame
             self._lot.unpark_all()
 
     def _return_credit(self, size: int) -> None:
@@ -146,7 +146,8 @@ class Stream:
         self.ended = True
         if self._decoder.pending and self.receive_error is None:
             self.receive_error = RpcError(StatusCode.INTERNAL, "stream ended in the middle of a message")
-        self._lot.unpark_all()
+        if self._lot:
+            self._lot.unpark_all()
 
     def _close(self, closed: StreamClosed) -> None:
         if self.closed is None:
@@ -187,7 +188,8 @@ class Stream:
         return self.headers
 
     def wake(self) -> None:
-        self._lot.unpark_all()
+        if self._lot:
+            self._lot.unpark_all()
 
 
 class Connection:
@@ -252,7 +254,8 @@ class Connection:
         if data:
             self._outgoing.append(data)
             self._outgoing_size += len(data)
-            self._writer_lot.unpark_all()
+            if self._writer_lot:
+                self._writer_lot.unpark_all()
 
     def send_raw_frame(self, frame: bytes) -> None:
         self._outgoing.append(frame)
