@@ -1,0 +1,1 @@
+"""Benchmarks: programs, not tests. See docs/benchmarks.md and `python -m bench.run --help`."""

@@ -1,0 +1,188 @@
+"""Resident memory of each server under idle connections and under slow readers.
+
+    python -m bench.memory                     # trio_grpc, grpc.aio and grpclib
+    python -m bench.memory --connections 2000 --slow-readers 20
+
+For each server (its own process, as in `bench.run`), printed in MiB of VmRSS read from /proc:
+- base:  after start and one call;
+- idle:  with --connections HTTP/2 connections open (preface and SETTINGS exchanged, no stream), and the
+         cost per connection;
+- slow:  with --slow-readers connections, each with one StreamingOutputCall asking for --slow-mib MiB of
+         64 KiB messages, whose client grants an unbounded flow-control window but then never reads its
+         socket: only the server's own write buffering stands between the responses and its memory
+         (peak VmRSS over --hold seconds, and its growth per slow reader);
+- after: once those connections are closed.
+A well-behaved server stays near its base under slow readers: it stops producing when the socket is full.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import h2.config
+import h2.connection
+import h2.settings
+
+from bench.run import LABELS, server_process
+from bench.servers import SERVERS, STREAM_PATH, UNARY_PATH, StreamRequest, frame
+from tests.interop._proto.grpc.testing import messages_pb2
+
+MiB = 1 << 20
+_MESSAGE = 64 * 1024
+_UNBOUNDED_WINDOW = 2**31 - 1
+
+
+def memory(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process, in MiB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+class RawClient:
+    """A blocking HTTP/2 client connection that does only what we tell it: here, mostly nothing."""
+
+    def __init__(self, port: int, unbounded_window: bool = False) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if unbounded_window:  # keep the kernel from absorbing much of what the server sends
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        self.sock.connect(("127.0.0.1", port))
+        self.h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        if unbounded_window:
+            self.h2.local_settings = h2.settings.Settings(
+                client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _UNBOUNDED_WINDOW}
+            )
+        self.h2.initiate_connection()
+        if unbounded_window:
+            self.h2.increment_flow_control_window(_UNBOUNDED_WINDOW - 65535)
+        self.sock.sendall(self.h2.data_to_send())
+
+    def handshake(self) -> None:
+        """Read the server's SETTINGS and acknowledge them, as a real client would before going quiet."""
+        self.sock.settimeout(5)
+        self.h2.receive_data(self.sock.recv(65536))
+        self.sock.sendall(self.h2.data_to_send())
+
+    def call(self, path: str, body: bytes) -> None:
+        headers = [
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", path.encode()),
+            (b":authority", b"127.0.0.1"),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+        ]
+        stream_id = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(stream_id, headers)
+        self.h2.send_data(stream_id, body, end_stream=True)
+        self.sock.sendall(self.h2.data_to_send())
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def measure(name: str, args: argparse.Namespace, pin: list[str]) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    with server_process(name, pin) as (process, port):
+        warm = RawClient(port)
+        warm.handshake()
+        warm.call(UNARY_PATH, frame(b""))
+        time.sleep(0.5)
+        warm.close()
+        figures["base"] = memory(process.pid)[0]
+
+        idle = [RawClient(port) for _ in range(args.connections)]
+        for client in idle:
+            client.handshake()
+        time.sleep(args.hold)
+        figures["idle"] = memory(process.pid)[0]
+        for client in idle:
+            client.close()
+        time.sleep(0.5)
+
+        request = StreamRequest(
+            response_parameters=[messages_pb2.ResponseParameters(size=_MESSAGE)]
+            * (args.slow_mib * MiB // _MESSAGE)
+        )
+        figures["quiet"] = memory(process.pid)[0]
+        slow = [RawClient(port, unbounded_window=True) for _ in range(args.slow_readers)]
+        for client in slow:
+            client.handshake()
+            client.call(STREAM_PATH, frame(request.SerializeToString()))
+        peak_rss = 0.0
+        deadline = time.monotonic() + args.hold
+        while time.monotonic() < deadline:
+            peak_rss = max(peak_rss, memory(process.pid)[0])
+            time.sleep(0.1)
+        figures["slow"] = peak_rss
+        for client in slow:
+            client.close()
+        time.sleep(1)
+        figures["after"] = memory(process.pid)[0]
+        if process.poll() is not None:
+            raise SystemExit(f"error: {name} exited during the test")
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.memory",
+        description="RSS of each server at rest, with many idle HTTP/2 connections, and under slow readers.",
+    )
+    parser.add_argument("--servers", default="trio_grpc,grpc_aio,grpclib", help=f"subset of {SERVERS}")
+    parser.add_argument("--connections", type=int, default=1000, help="idle connections (default 1000)")
+    parser.add_argument("--slow-readers", type=int, default=10, help="slow-reader connections (default 10)")
+    parser.add_argument("--slow-mib", type=int, default=64, help="MiB each slow reader asks for (default 64)")
+    parser.add_argument("--hold", type=float, default=3.0, help="seconds to hold each load (default 3)")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the server to core 0")
+    args = parser.parse_args(argv)
+    pin = [] if args.no_pin else ["taskset", "-c", "0"]
+    header = [
+        "server",
+        "base MiB",
+        f"{args.connections} idle MiB",
+        "KiB/conn",
+        "before slow MiB",
+        "slow readers MiB",
+        "MiB/slow reader",
+        "after MiB",
+    ]
+    rows = []
+    for name in args.servers.split(","):
+        if name not in SERVERS:
+            parser.error(f"unknown server {name!r}")
+        f = measure(name, args, pin)
+        per_connection = (f["idle"] - f["base"]) * 1024 / args.connections
+        rows.append(
+            [
+                LABELS[name],
+                f"{f['base']:.1f}",
+                f"{f['idle']:.1f}",
+                f"{per_connection:.1f}",
+                f"{f['quiet']:.1f}",
+                f"{f['slow']:.1f}",
+                f"{(f['slow'] - f['quiet']) / args.slow_readers:.1f}",
+                f"{f['after']:.1f}",
+            ]
+        )
+        print(f"# {LABELS[name]} done", flush=True)
+    print(
+        f"# slow readers: {args.slow_readers} connections x one call asking {args.slow_mib} MiB, "
+        f"never read; peak RSS over {args.hold:g} s"
+    )
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
