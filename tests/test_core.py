@@ -22,7 +22,7 @@ import trio.testing
 import trio_grpc
 from tests.interop._proto.grpc.testing import empty_pb2, messages_pb2, test_pb2
 from trio_grpc import ChannelSettings, MetadataError, RpcError, ServerSettings, StatusCode
-from trio_grpc._transport import ErrorCodes
+from trio_grpc._transport import ErrorCodes, close_at_once
 
 SERVICE = test_pb2.DESCRIPTOR.services_by_name["TestService"]
 UNIMPLEMENTED_SERVICE = test_pb2.DESCRIPTOR.services_by_name["UnimplementedService"]
@@ -881,3 +881,18 @@ async def test_max_connection_idle_closes_idle_connections_only() -> None:
             assert not server._connections
             await stub.UnaryCall(SimpleRequest())  # a new connection, transparently
             assert channel._connection is not first
+
+
+async def test_closing_in_a_finally_of_a_cancelled_scope_does_not_swallow_what_is_on_its_way_out() -> None:
+    # The shape of a lost Ctrl-C: KeyboardInterrupt raised in a connection task whose scope is cancelled,
+    # then the socket closed in `finally`. An unshielded close would raise Cancelled, and the scope that
+    # catches it would drop the interrupt.
+    class Interrupt(Exception):
+        pass
+
+    with pytest.raises(Interrupt), trio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            raise Interrupt
+        finally:
+            await close_at_once(trio.testing.MemorySendStream())

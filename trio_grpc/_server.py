@@ -32,7 +32,7 @@ from ._service import Handler, MethodSpec, ServiceBinding
 from ._settings import ServerSettings
 from ._status import RpcError, StatusCode
 from ._timeout import parse_timeout
-from ._transport import Connection, ErrorCodes, Stream, StreamClosed
+from ._transport import Connection, ErrorCodes, Stream, StreamClosed, close_at_once
 
 log = logging.getLogger("trio_grpc.server")
 
@@ -375,11 +375,21 @@ class ServerConnection(Connection):
 
     async def _run_call(self, context: ServicerContext, handler: Handler) -> None:
         stream = context._stream
-        kind = context._spec.kind
-        code, message, details = StatusCode.OK, "", None
         scope = trio.CancelScope(deadline=context.deadline)
         context._scope = scope
         stream.on_reset = scope.cancel
+        try:
+            code, message, details = await self._call_handler(context, handler, scope)
+            self._answer(context, scope, code, message, details)
+        finally:
+            del self.calls[stream.id]
+            self.release(stream)
+
+    async def _call_handler(
+        self, context: ServicerContext, handler: Handler, scope: trio.CancelScope
+    ) -> tuple[StatusCode, str, bytes | None]:
+        """Run the handler within `scope`; the status it ended with (OK if it returned)."""
+        kind = context._spec.kind
         try:
             with scope:
                 if kind.client_streaming:
@@ -401,29 +411,37 @@ class ServerConnection(Connection):
                 if error is None:
                     raise
                 context._trailing.extend(encode_metadata(error.trailing_metadata))
-                code, message, details = error.code, error.message, error.details
+                return error.code, error.message, error.details
             except Exception:  # the handler's own error, or unusable trailing metadata in its RpcError
-                if stream.closed is None:
+                if context._stream.closed is None:
                     log.exception("%s: unexpected error in handler", context.method)
-                code, message, details = StatusCode.UNKNOWN, "Unexpected error in handler", None
-        try:
-            if stream.closed is not None:
-                return  # the client is gone: nobody to answer
-            if stream.partial_send:  # cut off mid-message: a status would read as the rest of it
-                self.reset(stream, ErrorCodes.CANCEL)
-                return
-            if scope.cancelled_caught:
-                if context._shutting_down:
-                    code, message = StatusCode.UNAVAILABLE, "server is shutting down"
-                else:
-                    code, message = StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"
-                details = None
-            context._finish(code, message, details)
-            if not stream.ended:
-                self.reset(stream, ErrorCodes.NO_ERROR)
-        finally:
-            del self.calls[stream.id]
-            self.release(stream)
+                return StatusCode.UNKNOWN, "Unexpected error in handler", None
+        return StatusCode.OK, "", None
+
+    def _answer(
+        self,
+        context: ServicerContext,
+        scope: trio.CancelScope,
+        code: StatusCode,
+        message: str,
+        details: bytes | None,
+    ) -> None:
+        """Send the call's status, unless nobody can receive it."""
+        stream = context._stream
+        if stream.closed is not None:
+            return  # the client is gone
+        if stream.partial_send:  # cut off mid-message: a status would read as the rest of it
+            self.reset(stream, ErrorCodes.CANCEL)
+            return
+        if scope.cancelled_caught:
+            if context._shutting_down:
+                code, message = StatusCode.UNAVAILABLE, "server is shutting down"
+            else:
+                code, message = StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"
+            details = None
+        context._finish(code, message, details)
+        if not stream.ended:
+            self.reset(stream, ErrorCodes.NO_ERROR)
 
     def _stream_released(self) -> None:
         if self._draining and not self.streams:
@@ -565,7 +583,7 @@ class Server:
                     await trio.aclose_forcefully(listener)
         finally:
             for listener in listeners:
-                await trio.aclose_forcefully(listener)
+                await close_at_once(listener)
             self._serving -= 1
             if self._serving == 0 and self._shutdown_started.is_set():
                 self._all_stopped.set()
@@ -612,7 +630,7 @@ class Server:
                 self._connections.discard(connection)
                 log.info("%s: disconnected", peer)
         finally:
-            await trio.aclose_forcefully(stream)
+            await close_at_once(stream)
             self._connection_slots.release()
 
     async def shutdown(self, grace: float | None = None) -> None:

@@ -44,6 +44,8 @@ log = logging.getLogger("trio_grpc")
 # Below glibc's mmap threshold: the buffer receive_some allocates per call stays cheap.
 _RECEIVE_SIZE = 65536
 _CONTROL_FRAMES_CAP_FACTOR = 4
+# A sender that never has to wait still yields to the writer once this much is queued.
+_YIELD_AFTER_BYTES = 65536
 
 ErrorCodes = h2.errors.ErrorCodes
 
@@ -283,7 +285,7 @@ class Connection:
                 self._drained_lot.unpark_all()
         finally:
             self._writer_finished.set()
-            await trio.aclose_forcefully(socket)  # also ends the read loop, if it still waits
+            await close_at_once(socket)  # also ends the read loop, if it still waits
 
     async def _wait_for_drain(self) -> None:
         while self._outgoing_size > self.limits.write_buffer_size and self.lost is None:
@@ -305,7 +307,7 @@ class Connection:
                 nursery.cancel_scope.cancel()
         finally:
             self._connection_lost("connection closed")
-            await trio.aclose_forcefully(self.socket)
+            await close_at_once(self.socket)
 
     async def _read_loop(self) -> None:
         socket = self.socket
@@ -454,6 +456,12 @@ class Connection:
                     stream.local_ended = True
             self.flush_soon()
             if offset >= total:
+                # No wait was needed: still honour cancellation, and let the writer run once a batch
+                # worth a write has gathered, without giving up batching for every small message.
+                if self._outgoing_size >= _YIELD_AFTER_BYTES:
+                    await trio.lowlevel.checkpoint()
+                else:
+                    await trio.lowlevel.checkpoint_if_cancelled()
                 return
 
     def end_stream(self, stream: Stream) -> None:
@@ -539,6 +547,16 @@ class Connection:
             self._connection_lost("keepalive timeout")
             await trio.aclose_forcefully(self.socket)
             return
+
+
+async def close_at_once(resource: trio.abc.AsyncResource) -> None:
+    """Close without waiting, also from a `finally` in a cancelled scope.
+
+    Unshielded, the close's checkpoint would raise a new Cancelled there, and a scope that catches it would
+    also swallow whatever was on its way out (a KeyboardInterrupt from Ctrl-C, for one).
+    """
+    with trio.CancelScope(shield=True):
+        await trio.aclose_forcefully(resource)
 
 
 def _keep_streams_open_after_goaway(connection: h2.connection.H2Connection) -> None:
