@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -275,6 +274,7 @@ class Connection:
                     continue
                 chunks, self._outgoing = self._outgoing, []
                 data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                del chunks  # not kept alive, twice over, while a slow peer takes its time
                 try:
                     await socket.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -559,6 +559,19 @@ async def close_at_once(resource: trio.abc.AsyncResource) -> None:
         await trio.aclose_forcefully(resource)
 
 
+def _transitions_keeping_streams_open() -> dict[Any, Any]:
+    states = h2.connection.ConnectionState
+    recv_goaway = h2.connection.ConnectionInputs.RECV_GOAWAY
+    transitions = dict(h2.connection.H2ConnectionStateMachine._transitions)
+    for state in (states.CLIENT_OPEN, states.SERVER_OPEN):
+        transitions[(state, recv_goaway)] = (None, state)
+    return transitions
+
+
+# Read-only, so one copy serves every connection.
+_TRANSITIONS_KEEPING_STREAMS_OPEN = _transitions_keeping_streams_open()
+
+
 def _keep_streams_open_after_goaway(connection: h2.connection.H2Connection) -> None:
     """Let streams in flight finish after a GOAWAY is received, as HTTP/2 intends.
 
@@ -566,14 +579,4 @@ def _keep_streams_open_after_goaway(connection: h2.connection.H2Connection) -> N
     cut off the calls a server promised to finish during its graceful shutdown. We track GOAWAY ourselves
     (no new streams after it), so an open connection stays open in h2's state machine.
     """
-    machine = connection.state_machine
-    states = h2.connection.ConnectionState
-    recv_goaway = h2.connection.ConnectionInputs.RECV_GOAWAY
-    transitions = dict(machine._transitions)
-    for state in (states.CLIENT_OPEN, states.SERVER_OPEN):
-        transitions[(state, recv_goaway)] = (None, state)
-    machine._transitions = transitions
-
-
-def deadline_after(timeout: float | None) -> float:
-    return math.inf if timeout is None else trio.current_time() + timeout
+    connection.state_machine._transitions = _TRANSITIONS_KEEPING_STREAMS_OPEN
