@@ -366,34 +366,31 @@ class Call:
             self._raise_if_failed(self._error)
             return None
         stream = self._live_stream()
-        while True:
-            if not self._headers_checked and stream.headers is not None:
-                self._check_headers(stream.headers)
-            try:
-                item = stream.take_message()
-            except RpcError as exc:
-                self._fail(exc)
-                raise
-            except StreamClosed as exc:
-                self._raise_if_failed(self._closed_error(exc))
-                raise AssertionError("unreachable") from None
-            if item is not None:
-                self._response_compressed = item[0]
-                try:
-                    return deserialize(
-                        item[0],
-                        item[1],
-                        self._response_encoding,
-                        self._spec.response_type,
-                        self._channel.settings.max_receive_message_size,
-                    )
-                except RpcError as exc:
-                    self._fail(exc)
-                    raise
-            if stream.ended:
-                self._raise_if_failed(self._complete())
-                return None
-            await self._bounded(stream._lot.park)
+        try:
+            item = await self._bounded(stream.receive_message)
+        except RpcError as exc:
+            self._fail(exc)
+            raise
+        except StreamClosed as exc:
+            self._raise_if_failed(self._closed_error(exc))
+            raise AssertionError("unreachable") from None
+        if not self._headers_checked and stream.headers is not None:
+            self._check_headers(stream.headers)
+        if item is None:
+            self._raise_if_failed(self._complete())
+            return None
+        self._response_compressed = item[0]
+        try:
+            return deserialize(
+                item[0],
+                item[1],
+                self._response_encoding,
+                self._spec.response_type,
+                self._channel.settings.max_receive_message_size,
+            )
+        except RpcError as exc:
+            self._fail(exc)
+            raise
 
     async def response(self) -> Message:
         """Half-close if still sending, then the single response of a unary-response call."""

@@ -123,9 +123,9 @@ class ServicerContext:
             await trio.lowlevel.checkpoint()  # our scope was cancelled with the stream: raise Cancelled
             raise
 
-    async def _receive(self) -> Message | None:
+    async def _receive(self, schedule_point: bool = True) -> Message | None:
         try:
-            item = await self._stream.receive_message()
+            item = await self._stream.receive_message(schedule_point)
         except StreamClosed:
             await trio.lowlevel.checkpoint()
             raise
@@ -395,7 +395,8 @@ class ServerConnection(Connection):
                 if kind.client_streaming:
                     request: Any = _RequestStream(context)
                 else:
-                    request = await context._receive()
+                    # No schedule point: this task has only just started, it has no one to be fair to.
+                    request = await context._receive(schedule_point=False)
                     if request is None:
                         raise RpcError(StatusCode.INTERNAL, "the client sent no request message")
                 response = await handler(request, context)

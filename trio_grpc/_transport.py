@@ -173,13 +173,23 @@ class Stream:
             raise self.closed
         return None
 
-    async def receive_message(self) -> tuple[bool, bytes] | None:
-        """The next message, or None once the peer ended the stream."""
+    async def receive_message(self, schedule_point: bool = True) -> tuple[bool, bytes] | None:
+        """The next message, or None once the peer ended the stream.
+
+        A checkpoint like a Trio channel's receive, also when a message is already here: without it, a task
+        draining a burst of buffered messages would starve every other task until the burst ran out. Taking
+        the message happens after the cancellation check, so a cancelled receive never loses one.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        parked = False
         while True:
             message = self.take_message()
             if message is not None or self.ended:
+                if schedule_point and not parked:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return message
             await self._lot.park()
+            parked = True
 
     async def wait_for_headers(self) -> list[tuple[bytes, bytes]]:
         while self.headers is None:
