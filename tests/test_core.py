@@ -21,6 +21,7 @@ import trio.testing
 
 import trio_grpc
 from tests.interop._proto.grpc.testing import empty_pb2, messages_pb2, test_pb2
+from tests.support import CancellationProbe
 from trio_grpc import ChannelSettings, MetadataError, RpcError, ServerSettings, StatusCode
 from trio_grpc._transport import ErrorCodes, close_at_once
 
@@ -345,26 +346,17 @@ async def test_unimplemented_method_and_service() -> None:
 # -- deadlines and cancellation ----------------------------------------------------------------------------
 
 
-class Blocking:
+class Blocking(CancellationProbe):
     """Handlers that block until cancelled, and record that they were (and that their cleanup ran)."""
 
     def __init__(self) -> None:
-        self.started = trio.Event()
-        self.cancelled = trio.Event()
-        self.cleaned_up = trio.Event()
+        super().__init__()
         self.contexts: list[trio_grpc.ServicerContext] = []
         self.sent = 0
 
     async def _block(self, context: Context) -> None:
         self.contexts.append(context)
-        self.started.set()
-        try:
-            await trio.sleep_forever()
-        except trio.Cancelled:
-            self.cancelled.set()
-            raise
-        finally:
-            self.cleaned_up.set()
+        await self.block_until_cancelled()
 
     async def UnaryCall(self, request: SimpleRequest, context: Context) -> SimpleResponse:
         await self._block(context)
@@ -376,18 +368,13 @@ class Blocking:
             await context.send(StreamingOutputCallResponse(payload=payload(1)))
             await self._block(context)
         self.contexts.append(context)
-        try:
+        with self.watching():
             while True:
                 await context.send(
                     StreamingOutputCallResponse(payload=payload(request.response_parameters[0].size))
                 )
                 self.sent += 1
                 self.started.set()
-        except trio.Cancelled:
-            self.cancelled.set()
-            raise
-        finally:
-            self.cleaned_up.set()
 
     async def FullDuplexCall(
         self, requests: AsyncIterator[StreamingOutputCallRequest], context: Context

@@ -29,6 +29,7 @@ from hyperframe.frame import GoAwayFrame
 
 import trio_grpc
 from tests.interop._proto.grpc.testing import messages_pb2, test_pb2
+from tests.support import CancellationProbe
 from trio_grpc import ChannelSettings, RpcError, ServerSettings, StatusCode
 
 SERVICE = test_pb2.DESCRIPTOR.services_by_name["TestService"]
@@ -207,16 +208,14 @@ class RawClient:
             pass
 
 
-class Service:
+class Service(CancellationProbe):
     """Records how each handler ended; `response_size` picks the reply's size (or blocks when negative)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[messages_pb2.SimpleRequest] = []
         self.metadata: list[tuple[tuple[str, Any], ...]] = []
         self.contexts: list[Context] = []
-        self.started = trio.Event()
-        self.cancelled = trio.Event()
-        self.cleaned_up = trio.Event()
         self.sent = 0
 
     async def UnaryCall(
@@ -226,20 +225,10 @@ class Service:
         self.metadata.append(context.invocation_metadata)
         self.contexts.append(context)
         if request.response_size < 0:
-            await self._block()
+            await self.block_until_cancelled()
         if request.response_compressed.value:
             context.set_compression("gzip")
         return messages_pb2.SimpleResponse(payload=messages_pb2.Payload(body=b"r" * request.response_size))
-
-    async def _block(self) -> None:
-        self.started.set()
-        try:
-            await trio.sleep_forever()
-        except trio.Cancelled:
-            self.cancelled.set()
-            raise
-        finally:
-            self.cleaned_up.set()
 
     async def StreamingOutputCall(
         self, request: messages_pb2.StreamingOutputCallRequest, context: Context
@@ -250,15 +239,10 @@ class Service:
             payload=messages_pb2.Payload(body=b"s" * request.response_parameters[0].size)
         )
         self.started.set()
-        try:
+        with self.watching():
             while True:
                 await context.send(message)
                 self.sent += 1
-        except trio.Cancelled:
-            self.cancelled.set()
-            raise
-        finally:
-            self.cleaned_up.set()
 
     async def StreamingInputCall(
         self, requests: Any, context: Context
