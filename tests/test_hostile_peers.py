@@ -895,3 +895,19 @@ async def test_client_synthesizes_a_status_for_broken_responses(
     assert error is not None and error.code == code
     if code == StatusCode.NOT_FOUND:
         assert error.message == "café%zz"  # decoded leniently
+
+
+async def test_rapid_reset_gets_enhance_your_calm_and_other_connections_carry_on() -> None:
+    settings = ServerSettings(max_stream_resets_per_second=50)
+    with trio.fail_after(TIMEOUT):
+        async with serving(settings) as running, RawClient.connect(running.port) as other:
+            async with RawClient.connect(running.port) as client:
+                for _ in range(20):  # a client that cancels calls now and then is fine
+                    await client.reset(await client.request(body=unary_request(response_size=-1)))
+                await assert_still_serving(client)
+                with contextlib.suppress(trio.BrokenResourceError):  # the server hangs up mid-loop
+                    for _ in range(100):
+                        await client.reset(await client.request(body=unary_request(response_size=-1)))
+                await client.until_closed()
+                assert client.goaway is not None and client.goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+            await assert_still_serving(other)

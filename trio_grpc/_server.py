@@ -260,6 +260,8 @@ class ServerConnection(Connection):
         self._calls_nursery: trio.Nursery | None = None
         self._draining = False
         self._preface_scope = trio.CancelScope()
+        self._resets_in_window = 0
+        self._reset_window_end = 0.0
         #: Its deadline is max_connection_idle after the last stream ended; inf while streams are open.
         self._idle_scope = trio.CancelScope()
 
@@ -289,6 +291,24 @@ class ServerConnection(Connection):
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         self._draining = True
+
+    def _on_stream_reset(self, event: h2.events.StreamReset) -> None:
+        super()._on_stream_reset(event)
+        # Opening and at once resetting streams costs the peer nothing and us a handler each: bound the rate.
+        now = trio.current_time()
+        if now >= self._reset_window_end:
+            self._reset_window_end = now + 1.0
+            self._resets_in_window = 0
+        self._resets_in_window += 1
+        limit = self._server.settings.max_stream_resets_per_second
+        if self._resets_in_window > limit and self.lost is None:
+            log.warning(
+                "%s: more than %d stream resets in a second; closing the connection", self.peer, limit
+            )
+            self.send_goaway(
+                self.h2.highest_inbound_stream_id, ErrorCodes.ENHANCE_YOUR_CALM, b"too many stream resets"
+            )
+            self._connection_lost("too many stream resets")
 
     def _on_headers(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id

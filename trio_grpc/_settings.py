@@ -39,6 +39,8 @@ class ServerSettings(_Limits):
     max_concurrent_streams: int = 256
     #: Connections served at once; more wait in the listen backlog.
     max_connections: int = 1024
+    #: RST_STREAMs a peer may send in one second; past it: GOAWAY(ENHANCE_YOUR_CALM) ("rapid reset" attacks).
+    max_stream_resets_per_second: int = 1000
     #: Close a connection that has had no open stream for this many seconds; None: never.
     max_connection_idle: float | None = None
     #: Seconds calls in flight get to finish on graceful shutdown before they are cancelled.
