@@ -7,6 +7,7 @@ bounded by trio.fail_after.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -811,36 +812,38 @@ async def test_client_refuses_metadata_the_wire_cannot_carry(metadata: list[tupl
 # -- keepalive ---------------------------------------------------------------------------------------------
 
 
-def count_ping_acks(connection: Any, wanted: int, reached: trio.Event) -> None:
-    handle = connection._dispatch[h2.events.PingAckReceived]
-    count = 0
+def count_ping_acks(monkeypatch: pytest.MonkeyPatch, connection_class: Any, wanted: int) -> trio.Event:
+    """An event set once a connection of `connection_class` has received `wanted` PING ACKs."""
+    handle = connection_class._dispatch[h2.events.PingAckReceived]
+    reached = trio.Event()
+    counts: collections.Counter[int] = collections.Counter()
 
-    def counting(event: h2.events.PingAckReceived) -> None:
-        nonlocal count
-        count += 1
-        if count >= wanted:
+    def counting(self: Any, event: h2.events.PingAckReceived) -> None:
+        counts[id(self)] += 1
+        if counts[id(self)] >= wanted:
             reached.set()
-        handle(event)
+        handle(self, event)
 
-    connection._dispatch[h2.events.PingAckReceived] = counting
+    table = {**connection_class._dispatch, h2.events.PingAckReceived: counting}
+    monkeypatch.setattr(connection_class, "_dispatch", table)  # before any connection reads it
+    return reached
 
 
-async def test_keepalive_pings_are_answered_both_ways() -> None:
+async def test_keepalive_pings_are_answered_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
     class Service:
         async def UnaryCall(self, request: SimpleRequest, context: Context) -> SimpleResponse:
             return SimpleResponse(payload=request.payload)
 
     settings = ServerSettings(keepalive_time=0.02, keepalive_timeout=TIMEOUT)
     channel_settings = ChannelSettings(keepalive_time=0.02, keepalive_timeout=TIMEOUT)
+    client_acks = count_ping_acks(monkeypatch, trio_grpc._client.ClientConnection, 5)
+    server_acks = count_ping_acks(monkeypatch, trio_grpc._server.ServerConnection, 5)
     with trio.fail_after(TIMEOUT):
         async with serving(Service(), settings=settings, channel_settings=channel_settings) as (server, stub):
             await stub.UnaryCall(SimpleRequest())
             channel = stub.methods["UnaryCall"]._channel
             client_connection = channel._connection
             (server_connection,) = server._connections
-            client_acks, server_acks = trio.Event(), trio.Event()
-            count_ping_acks(client_connection, 5, client_acks)
-            count_ping_acks(server_connection, 5, server_acks)
             await client_acks.wait()
             await server_acks.wait()
             response = await stub.UnaryCall(SimpleRequest(payload=payload(4)))

@@ -28,7 +28,7 @@ from ._service import Kind, MethodSpec
 from ._settings import ChannelSettings
 from ._status import RpcError, StatusCode, status_from_http, status_from_reset
 from ._timeout import format_timeout
-from ._transport import Connection, ErrorCodes, Stream, StreamClosed
+from ._transport import Connection, ErrorCodes, Stream, StreamClosed, fresh
 
 
 class ClientConnection(Connection):
@@ -94,15 +94,16 @@ class ClientConnection(Connection):
         """A new stream with its request headers sent, once MAX_CONCURRENT_STREAMS allows one."""
         while len(self.streams) >= (self.h2.remote_settings.max_concurrent_streams or 2**31):
             if self.lost is not None:
-                raise self.lost
+                raise fresh(self.lost)
             await self._slot_lot.park()
         if self.lost is not None:
-            raise self.lost
+            raise fresh(self.lost)
         stream_id = self.h2.get_next_available_stream_id()
         stream = Stream(self, stream_id)
         self.streams[stream_id] = stream
         headers = [(b":path", path), *self._base_headers, *extra_headers]
-        self.send_headers(stream, headers)
+        self.h2.send_headers(stream_id, headers)
+        self.flush_soon()
         return stream
 
 
@@ -289,13 +290,13 @@ class Call:
         with trio.move_on_at(self._deadline):
             return await operation(*args)
         self._fail(RpcError(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
-        raise self._error  # type: ignore[misc]
+        raise fresh(self._error)  # type: ignore[type-var,misc]
 
     def _fail(self, error: RpcError) -> None:
         """End the call on our side with `error` (the stream is reset if still open)."""
         if self.code is None:
             self.code, self.message, self.details = error.code, error.message, error.details
-            self._error = error
+            self._error = fresh(error)  # not the instance on its way up: its traceback holds this call
         if self._stream is not None and self._connection is not None:
             self._connection.reset(self._stream, ErrorCodes.CANCEL)
 
@@ -340,7 +341,7 @@ class Call:
 
     def _live_stream(self) -> Stream:
         if self._error is not None:
-            raise self._error
+            raise fresh(self._error)
         if self._stream is None:
             raise RuntimeError("the call is not open: use it inside `async with`")
         return self._stream
@@ -399,10 +400,10 @@ class Call:
         response = await self.receive()
         if response is None:
             self._fail(RpcError(StatusCode.UNIMPLEMENTED, "the server sent no response message"))
-            raise self._error  # type: ignore[misc]
+            raise fresh(self._error)  # type: ignore[type-var,misc]
         if await self.receive() is not None:
             self._fail(RpcError(StatusCode.UNIMPLEMENTED, "the server sent more than one response message"))
-            raise self._error  # type: ignore[misc]
+            raise fresh(self._error)  # type: ignore[type-var,misc]
         return response
 
     def _check_headers(self, headers: list[tuple[bytes, bytes]]) -> None:
@@ -444,7 +445,7 @@ class Call:
 
     def _raise_if_failed(self, error: RpcError | None) -> None:
         if error is not None:
-            raise error
+            raise fresh(error)
 
 
 class Method:

@@ -39,6 +39,12 @@ class MessageDecoder:
         """Bytes of a message not yet complete; non-zero at end of stream means a truncated message."""
         return len(self._buffer)
 
+    def discard(self) -> int:
+        """Drop the message being assembled; the number of bytes dropped."""
+        dropped = len(self._buffer)
+        self._buffer = bytearray()
+        return dropped
+
     def feed(self, data: bytes) -> list[tuple[bool, bytes]]:
         buffer = self._buffer
         if buffer:

@@ -32,7 +32,7 @@ from ._service import Handler, MethodSpec, ServiceBinding
 from ._settings import ServerSettings
 from ._status import RpcError, StatusCode
 from ._timeout import parse_timeout
-from ._transport import Connection, ErrorCodes, Stream, StreamClosed, close_at_once
+from ._transport import Connection, ErrorCodes, SharedMemoryBudget, Stream, StreamClosed, close_at_once
 
 log = logging.getLogger("trio_grpc.server")
 
@@ -189,6 +189,21 @@ def _rpc_error_in(exc: BaseException) -> RpcError | None:
     return None
 
 
+def _status_of_failure(context: ServicerContext, exc: Exception) -> tuple[StatusCode, str, bytes | None]:
+    """The status a handler that raised `exc` ends with."""
+    error = _rpc_error_in(exc)
+    if error is not None:
+        try:
+            context._trailing.extend(encode_metadata(error.trailing_metadata))
+        except Exception:
+            log.exception("%s: unusable trailing metadata in the handler's RpcError", context.method)
+        else:
+            return error.code, error.message, error.details
+    elif context._stream.closed is None:
+        log.error("%s: unexpected error in handler", context.method, exc_info=exc)
+    return StatusCode.UNKNOWN, "Unexpected error in handler", None
+
+
 _REQUEST_PSEUDO_HEADERS = frozenset({b":method", b":scheme", b":path", b":authority"})
 _CONNECTION_SPECIFIC_HEADERS = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
@@ -253,7 +268,7 @@ class ServerConnection(Connection):
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        super().__init__(socket, config, server.settings)
+        super().__init__(socket, config, server.settings, server._memory_budget)
         self._server = server
         self.peer = peer
         self.calls: dict[int, ServicerContext] = {}
@@ -312,13 +327,15 @@ class ServerConnection(Connection):
 
     def _on_headers(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
+        if not self._h2_stream_open(stream_id):
+            return  # the peer reset it in the same batch of frames: nothing to answer
         if self._draining or len(self.streams) >= self._server.settings.max_concurrent_streams:
-            self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            self._reset_stream_id(stream_id, ErrorCodes.REFUSED_STREAM)
             return
         malformed, header_list_size = _inspect_headers(event.headers)
         if malformed is not None:
             log.debug("%s: malformed request on stream %d: %s", self.peer, stream_id, malformed)
-            self.h2.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
+            self._reset_stream_id(stream_id, ErrorCodes.PROTOCOL_ERROR)
             return
         stream = Stream(self, stream_id)
         stream.headers = event.headers
@@ -387,6 +404,10 @@ class ServerConnection(Connection):
             return b"200", StatusCode.UNIMPLEMENTED, f"grpc-encoding {encoding!r} is not supported"
         return None
 
+    def _abandon(self, stream: Stream) -> None:
+        if stream.id not in self.calls:
+            self.release(stream)
+
     def _answer_and_release(self, stream: Stream, headers: Headers) -> None:
         self.send_headers(stream, headers, end_stream=True)
         if not stream.ended:
@@ -401,6 +422,11 @@ class ServerConnection(Connection):
         try:
             code, message, details = await self._call_handler(context, handler, scope)
             self._answer(context, scope, code, message, details)
+        except StreamClosed:
+            pass  # the client is gone
+        except Exception:  # a fault of ours costs this call, never the connection
+            log.exception("%s: internal error answering the call", context.method)
+            self.reset(stream, ErrorCodes.INTERNAL_ERROR)
         finally:
             del self.calls[stream.id]
             self.release(stream)
@@ -427,16 +453,9 @@ class ServerConnection(Connection):
         # Outside the scope: an exception group from a handler's nursery that also held our scope's
         # Cancelled comes out of the scope without it, and must not escape into the connection.
         except Exception as exc:
-            error = _rpc_error_in(exc)
-            try:
-                if error is None:
-                    raise
-                context._trailing.extend(encode_metadata(error.trailing_metadata))
-                return error.code, error.message, error.details
-            except Exception:  # the handler's own error, or unusable trailing metadata in its RpcError
-                if context._stream.closed is None:
-                    log.exception("%s: unexpected error in handler", context.method)
-                return StatusCode.UNKNOWN, "Unexpected error in handler", None
+            # In a function of its own: a local here holding the exception would hold, through its traceback,
+            # this very frame, a cycle that keeps the call's stream alive until the cyclic GC runs.
+            return _status_of_failure(context, exc)
         return StatusCode.OK, "", None
 
     def _answer(
@@ -525,6 +544,7 @@ class Server:
         self._services: dict[str, ServiceBinding] = {}
         self._connections: set[ServerConnection] = set()
         self._connection_slots = trio.Semaphore(self.settings.max_connections)
+        self._memory_budget = SharedMemoryBudget(self.settings.server_memory_budget)
         self._shutdown_started = trio.Event()
         self._shutdown_callbacks: list[Callable[[], None]] = []
         self._serving = 0
@@ -647,6 +667,8 @@ class Server:
             log.info("%s: connected", peer)
             try:
                 await connection.run()
+            except Exception:  # the guards below this one failed: this connection ends, the server goes on
+                log.exception("%s: connection failed", peer)
             finally:
                 self._connections.discard(connection)
                 log.info("%s: disconnected", peer)

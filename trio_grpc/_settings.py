@@ -23,6 +23,11 @@ class _Limits:
     connection_window_size: int = 16 * MiB
     #: Bytes of complete, unread messages a stream may hold before credit stops going back to the peer.
     stream_read_buffer_size: int = 1 * MiB
+    #: Bytes of received messages (partly received, or complete and unread) one connection may hold. Past it,
+    #: connection-level credit is withheld until the application reads, and the newest streams holding a
+    #: partly received message fail with RESOURCE_EXHAUSTED. Worst case per connection: this plus
+    #: `connection_window_size` (credit already granted) plus four `write_buffer_size` of frames owed.
+    connection_memory_budget: int = 16 * MiB
     #: Bytes of outgoing frames queued for the socket before senders wait for it to drain.
     write_buffer_size: int = 1 * MiB
     #: Seconds for the TLS handshake and the peer's HTTP/2 preface.
@@ -43,6 +48,10 @@ class ServerSettings(_Limits):
     max_stream_resets_per_second: int = 1000
     #: Close a connection that has had no open stream for this many seconds; None: never.
     max_connection_idle: float | None = None
+    #: Bytes of received messages all connections together may hold; past it, as for one connection's
+    #: budget. Worst case per server: this plus `max_connections` times (`connection_window_size` plus four
+    #: `write_buffer_size`).
+    server_memory_budget: int = 256 * MiB
     #: Seconds calls in flight get to finish on graceful shutdown before they are cancelled.
     shutdown_grace: float = 5.0
 

@@ -10,6 +10,20 @@ Theory of operation:
   messages stay under `stream_read_buffer_size`; once the application reads them, the credit goes back.
   A peer whose messages nobody reads therefore stops at its stream window instead of filling our memory.
   Connection-level credit goes back as the bytes arrive, so a stalled stream stalls only itself.
+- Memory has a budget. Every byte of a received message held in a buffer (partly received or complete and
+  unread) counts against the connection's `connection_memory_budget` and, on a server, against the server's
+  `server_memory_budget`. Past a budget, connection-level credit is held back until the application consumes
+  data, and the newest streams holding a partly received message are failed (RESOURCE_EXHAUSTED) and their
+  bytes dropped: partial messages can never all wait for one another. A connection's worst case is its budget
+  plus the connection window it already granted.
+- A peer can end its own stream or its own connection, never more. Every event is handled under one guard
+  (`_handle_event`): an error while handling a stream's event resets that stream; any other error closes this
+  connection with GOAWAY. Nothing a peer sends raises out of `_read_loop`. h2 may already have closed a stream
+  whose earlier events we are still handling (a HEADERS and a RST_STREAM read in one batch): calls into h2 for
+  a stream first check that h2 still has it open.
+- Memory comes back at once: nothing here forms a reference cycle that outlives the connection (stored
+  exceptions are raised as fresh copies, whose tracebacks would otherwise hold the frames holding the stream;
+  the event dispatch table is per class, not a dict of bound methods; h2's own cycle is broken at the end).
 - Send backpressure: `send_data` never hands h2 more than the peer's window and waits for WINDOW_UPDATE;
   it also waits while the outgoing queue holds more than `write_buffer_size` bytes. Frames we must send
   whatever happens, in answer to the peer (ACKs, resets), count towards a hard cap: a peer that makes us
@@ -22,15 +36,17 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack.exceptions
 import trio
 from hyperframe.frame import GoAwayFrame
 
@@ -49,6 +65,16 @@ _YIELD_AFTER_BYTES = 65536
 ErrorCodes = h2.errors.ErrorCodes
 
 
+_E = TypeVar("_E", bound=BaseException)
+
+
+def fresh(exc: _E) -> _E:
+    """A copy of a stored exception, to raise. Raising the stored instance itself would give it a traceback
+    whose frames hold the object that stores it: a reference cycle that keeps a stream's buffers alive until
+    the cyclic GC runs."""
+    return copy.copy(exc)
+
+
 class StreamClosed(Exception):
     """The stream can carry nothing more: reset by the peer, or its connection is gone."""
 
@@ -62,6 +88,7 @@ class Stream:
     """One HTTP/2 stream: its received headers and messages, and the waits of the tasks using it."""
 
     __slots__ = (
+        "__weakref__",  # tests check that nothing keeps a closed stream alive
         "_buffered",
         "_connection",
         "_decoder",
@@ -112,23 +139,45 @@ class Stream:
         if self.receive_error is not None:
             self._return_credit(flow_controlled_length)  # discarded until the stream is reset
             return
+        decoder = self._decoder
+        pending_before = decoder.pending
         try:
-            messages = self._decoder.feed(data)
+            messages = decoder.feed(data)
         except MessageTooLarge as exc:
             self._fail_receive(StatusCode.RESOURCE_EXHAUSTED, str(exc), flow_controlled_length)
             return
         except FramingError as exc:
             self._fail_receive(StatusCode.INTERNAL, str(exc), flow_controlled_length)
             return
+        held = decoder.pending - pending_before
         for message in messages:
             self._messages.append(message)
-            self._buffered += len(message[1])
+            size = len(message[1])
+            self._buffered += size
+            held += size
+        self._connection._account(held)
         if self._buffered <= self._connection.limits.stream_read_buffer_size:
             self._return_credit(flow_controlled_length)
         else:
             self._held_credit += flow_controlled_length
         if messages and self._lot:  # ParkingLot's len is cheap, unpark_all is not: this runs per DATA frame
             self._lot.unpark_all()
+
+    @property
+    def receiving_partial_message(self) -> bool:
+        return self.receive_error is None and self._decoder.pending > 0
+
+    def _drop_partial_message(self, reason: str) -> None:
+        """Free the message being assembled; the stream's reader gets RESOURCE_EXHAUSTED in its place."""
+        self._connection._account(-self._decoder.discard())
+        self._fail_receive(StatusCode.RESOURCE_EXHAUSTED, reason, 0)
+
+    def _drop_buffers(self) -> None:
+        """Free everything received and unread (the stream's user is done with it)."""
+        dropped = self._decoder.discard() + self._buffered
+        self._messages.clear()
+        self._buffered = 0
+        self._connection._account(-dropped)
 
     def _return_credit(self, size: int) -> None:
         """Stream-level credit goes back in batches; the connection's went back when the bytes arrived."""
@@ -162,15 +211,17 @@ class Stream:
         """The next received (compressed, body) message, if one is here. Raises what ended the stream."""
         if self._messages:
             message = self._messages.popleft()
-            self._buffered -= len(message[1])
+            size = len(message[1])
+            self._buffered -= size
+            self._connection._account(-size)
             if self._held_credit and self._buffered <= self._connection.limits.stream_read_buffer_size:
                 self._return_credit(0)
                 self._connection.flush_soon()
             return message
         if self.receive_error is not None:
-            raise self.receive_error
+            raise fresh(self.receive_error)
         if self.closed is not None and not self.ended:
-            raise self.closed
+            raise fresh(self.closed)
         return None
 
     async def receive_message(self, schedule_point: bool = True) -> tuple[bool, bytes] | None:
@@ -194,7 +245,7 @@ class Stream:
     async def wait_for_headers(self) -> list[tuple[bytes, bytes]]:
         while self.headers is None:
             if self.closed is not None:
-                raise self.closed
+                raise fresh(self.closed)
             await self._lot.park()
         return self.headers
 
@@ -203,13 +254,35 @@ class Stream:
             self._lot.unpark_all()
 
 
+class SharedMemoryBudget:
+    """Bytes of received messages held by all the connections of a server, against `server_memory_budget`."""
+
+    __slots__ = ("limit", "starved", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        #: Connections withholding credit until the server is back under its budget.
+        self.starved: set[Connection] = set()
+
+    def wake_starved(self) -> None:
+        for connection in list(self.starved):
+            connection._grant_withheld_credit()
+
+
 class Connection:
     """An h2 connection over a Trio stream: the read loop, the one flush point, flow control.
 
     Subclasses (server and client) handle the events that open and answer streams.
     """
 
-    def __init__(self, socket: trio.abc.Stream, config: h2.config.H2Configuration, limits: _Limits) -> None:
+    def __init__(
+        self,
+        socket: trio.abc.Stream,
+        config: h2.config.H2Configuration,
+        limits: _Limits,
+        shared_budget: SharedMemoryBudget | None = None,
+    ) -> None:
         self.socket = socket
         self.limits = limits
         self.h2 = h2.connection.H2Connection(config)
@@ -227,18 +300,29 @@ class Connection:
         #: Why the connection ended, once it has.
         self.lost: StreamClosed | None = None
         self._ping_ack = trio.Event()
-        self._dispatch: dict[type[Any], Callable[[Any], None]] = {
-            h2.events.DataReceived: self._on_data,
-            h2.events.StreamEnded: self._on_stream_ended,
-            h2.events.StreamReset: self._on_stream_reset,
-            h2.events.WindowUpdated: self._on_window_updated,
-            h2.events.RemoteSettingsChanged: self._on_remote_settings,
-            h2.events.ConnectionTerminated: self._on_goaway,
-            h2.events.PingAckReceived: self._on_ping_ack,
-            h2.events.RequestReceived: self._on_headers,
-            h2.events.ResponseReceived: self._on_headers,
-            h2.events.TrailersReceived: self._on_trailers,
-        }
+        #: Bytes of received messages this connection holds (see the memory budget above).
+        self._held_bytes = 0
+        self._shared_budget = shared_budget
+        self._credit_withheld = False
+
+    #: Which method handles which h2 event; resolved per class, so that subclasses override by name.
+    _EVENT_HANDLERS: dict[type[Any], str] = {
+        h2.events.DataReceived: "_on_data",
+        h2.events.StreamEnded: "_on_stream_ended",
+        h2.events.StreamReset: "_on_stream_reset",
+        h2.events.WindowUpdated: "_on_window_updated",
+        h2.events.RemoteSettingsChanged: "_on_remote_settings",
+        h2.events.ConnectionTerminated: "_on_goaway",
+        h2.events.PingAckReceived: "_on_ping_ack",
+        h2.events.RequestReceived: "_on_headers",
+        h2.events.ResponseReceived: "_on_headers",
+        h2.events.TrailersReceived: "_on_trailers",
+    }
+    _dispatch: dict[type[Any], Callable[[Any, Any], None]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._dispatch = _dispatch_table(cls)
 
     def _local_settings(self, extra: dict[h2.settings.SettingCodes, int]) -> None:
         settings = {
@@ -317,6 +401,7 @@ class Connection:
                 nursery.cancel_scope.cancel()
         finally:
             self._connection_lost("connection closed")
+            self.h2._frame_dispatch_table.clear()  # h2's one reference cycle: its table of bound methods
             await close_at_once(self.socket)
 
     async def _read_loop(self) -> None:
@@ -337,14 +422,16 @@ class Connection:
                 events = receive(data)
             except h2.exceptions.ProtocolError as exc:
                 log.debug("HTTP/2 protocol error from peer: %s", exc)
-                self.flush_soon()  # h2 queued a GOAWAY
-                self._connection_lost(f"HTTP/2 protocol error: {exc}")
+                self._protocol_error(exc)
                 return
             queued = self._outgoing_size
             for event in events:
                 handler = dispatch.get(type(event))
                 if handler is not None:
-                    handler(event)
+                    try:
+                        handler(self, event)
+                    except Exception as exc:
+                        self._event_failed(event, exc)
             self.flush_soon()
             # Only answers count: the DATA we send is bounded by the buffer and the peer's own windows.
             self._answers_size += self._outgoing_size - queued
@@ -354,16 +441,105 @@ class Connection:
                 await trio.aclose_forcefully(socket)  # no waiting to flush to a peer that does not read
                 return
 
-    def _on_data(self, event: h2.events.DataReceived) -> None:
-        # Connection-level credit goes back as soon as the bytes are here, so that one stream whose reader
-        # is slow holds up only itself; what a stream may hold is bounded by its own window.
-        self._unsent_connection_credit += event.flow_controlled_length
-        if self._unsent_connection_credit >= self.limits.connection_window_size // 4:
+    def _event_failed(self, event: Any, exc: Exception) -> None:
+        """The one guard around event handling: a failure costs the event's stream, else this connection."""
+        stream_id = getattr(event, "stream_id", 0)
+        name = type(event).__name__
+        if isinstance(exc, h2.exceptions.StreamClosedError):  # the peer closed it later in the same batch
+            log.debug("stream %d closed by the peer before its %s was handled", stream_id, name)
+        else:
+            log.exception("error handling %s from the peer", name)
+        stream = self.streams.get(stream_id) if stream_id else None
+        if stream is not None:
+            self.reset(stream, ErrorCodes.INTERNAL_ERROR)
+            self._abandon(stream)
+        elif stream_id:
+            self._reset_stream_id(stream_id, ErrorCodes.INTERNAL_ERROR)
+        elif self.lost is None:
+            self.send_goaway(self.h2.highest_inbound_stream_id, ErrorCodes.INTERNAL_ERROR)
+            self._connection_lost(f"internal error: {exc!r}")
+
+    def _abandon(self, stream: Stream) -> None:
+        """Hook: `stream` failed while its events were handled; release it if no task owns it yet."""
+
+    def _protocol_error(self, exc: h2.exceptions.ProtocolError) -> None:
+        """A connection error (RFC 9113 5.4.1): GOAWAY with the code that names it, then close."""
+        code = exc.error_code
+        if isinstance(exc.__cause__, hpack.exceptions.HPACKError) and not isinstance(
+            exc.__cause__, hpack.exceptions.OversizedHeaderListError
+        ):
+            code = ErrorCodes.COMPRESSION_ERROR  # RFC 9113 4.3; h2 says PROTOCOL_ERROR
+        self.h2.data_to_send()  # h2's own GOAWAY: replaced by ours
+        self.send_goaway(self.h2.highest_inbound_stream_id, code, str(exc).encode()[:256])
+        self._connection_lost(f"HTTP/2 protocol error: {exc}")
+
+    def _h2_stream_open(self, stream_id: int) -> bool:
+        """Whether h2 still has the stream open: it may have closed it on a frame we have not handled yet."""
+        h2_stream = self.h2.streams.get(stream_id)
+        return h2_stream is not None and not h2_stream.closed
+
+    def _reset_stream_id(self, stream_id: int, error_code: int) -> None:
+        if self._h2_stream_open(stream_id):
+            self.h2.reset_stream(stream_id, error_code)
+            self.flush_soon()
+
+    # -- the memory budget -----------------------------------------------------------------------------
+
+    def _account(self, delta: int) -> None:
+        """Received bytes now held (`delta` > 0) or freed (< 0) by one of our streams."""
+        self._held_bytes += delta
+        shared = self._shared_budget
+        if shared is not None:
+            shared.used += delta
+            if delta < 0 and shared.starved and shared.used <= shared.limit:
+                shared.wake_starved()
+        if delta < 0 and self._credit_withheld:
+            self._grant_withheld_credit()
+
+    def _over_budget(self) -> bool:
+        shared = self._shared_budget
+        return self._held_bytes > self.limits.connection_memory_budget or (
+            shared is not None and shared.used > shared.limit
+        )
+
+    def _enforce_budget(self) -> None:
+        """Over a budget: drop the newest partly received messages, then withhold connection credit."""
+        partial = [stream for stream in self.streams.values() if stream.receiving_partial_message]
+        for stream in sorted(partial, key=lambda stream: stream.id, reverse=True):
+            if not self._over_budget():
+                break
+            log.info("stream %d: memory budget exceeded; its message is dropped", stream.id)
+            stream._drop_partial_message("memory budget exceeded: message dropped (RESOURCE_EXHAUSTED)")
+        if self._over_budget():
+            self._credit_withheld = True
+            if self._shared_budget is not None:
+                self._shared_budget.starved.add(self)
+
+    def _grant_withheld_credit(self) -> None:
+        if self._over_budget() or self.lost is not None:
+            return
+        self._credit_withheld = False
+        if self._shared_budget is not None:
+            self._shared_budget.starved.discard(self)
+        if self._unsent_connection_credit:
             self.h2.increment_flow_control_window(self._unsent_connection_credit)
             self._unsent_connection_credit = 0
+            self.flush_soon()
+
+    def _on_data(self, event: h2.events.DataReceived) -> None:
         stream = self.streams.get(event.stream_id)
         if stream is not None:
             stream._data_received(event.data, event.flow_controlled_length)
+        # Connection-level credit goes back as soon as the bytes are here, so that one stream whose reader
+        # is slow holds up only itself (a stream's own window bounds it), unless a memory budget is spent.
+        self._unsent_connection_credit += event.flow_controlled_length
+        if self._credit_withheld or self._over_budget():
+            self._enforce_budget()
+            if self._credit_withheld:
+                return
+        if self._unsent_connection_credit >= self.limits.connection_window_size // 4:
+            self.h2.increment_flow_control_window(self._unsent_connection_credit)
+            self._unsent_connection_credit = 0
 
     def _on_stream_ended(self, event: h2.events.StreamEnded) -> None:
         stream = self.streams.get(event.stream_id)
@@ -422,7 +598,9 @@ class Connection:
         self, stream: Stream, headers: list[tuple[bytes, bytes]], end_stream: bool = False
     ) -> None:
         if stream.closed is not None:
-            raise stream.closed
+            raise fresh(stream.closed)
+        if not self._h2_stream_open(stream.id):  # h2 would take a forgotten one for a new stream
+            raise StreamClosed("stream closed by the peer")
         self.h2.send_headers(stream.id, headers, end_stream=end_stream)
         if end_stream:
             stream.local_ended = True
@@ -444,7 +622,7 @@ class Connection:
         high_water = self.limits.write_buffer_size
         while True:
             if stream.closed is not None:
-                raise stream.closed
+                raise fresh(stream.closed)
             if self._outgoing_size > high_water:
                 await self._wait_for_drain()
                 continue
@@ -483,18 +661,14 @@ class Connection:
     def reset(self, stream: Stream, error_code: int = ErrorCodes.CANCEL) -> None:
         """RST_STREAM, unless the stream is already over on our side and the peer's."""
         if stream.closed is None and not (stream.local_ended and stream.ended):
-            try:
-                self.h2.reset_stream(stream.id, error_code)
-            except h2.exceptions.StreamClosedError:
-                pass
-            else:
-                self.flush_soon()
+            self._reset_stream_id(stream.id, error_code)
         stream.local_ended = True
         stream._close(StreamClosed("stream reset locally", error_code))
 
     def release(self, stream: Stream) -> None:
         """The stream's user is done with it."""
         stream.on_reset = None
+        stream._drop_buffers()
         self.streams.pop(stream.id, None)
         self._stream_released()
 
@@ -529,6 +703,12 @@ class Connection:
         self._drained_lot.unpark_all()
         for stream in list(self.streams.values()):
             stream._close(self.lost)
+        shared, self._shared_budget = self._shared_budget, None
+        if shared is not None:  # what our streams still hold is theirs to read, but no longer the server's
+            shared.used -= self._held_bytes
+            shared.starved.discard(self)
+            if shared.starved and shared.used <= shared.limit:
+                shared.wake_starved()
         self._on_connection_lost()
 
     def _on_connection_lost(self) -> None:
@@ -557,6 +737,10 @@ class Connection:
             self._connection_lost("keepalive timeout")
             await trio.aclose_forcefully(self.socket)
             return
+
+
+def _dispatch_table(cls: type[Connection]) -> dict[type[Any], Callable[[Any, Any], None]]:
+    return {event: getattr(cls, name) for event, name in cls._EVENT_HANDLERS.items()}
 
 
 async def close_at_once(resource: trio.abc.AsyncResource) -> None:
@@ -590,3 +774,6 @@ def _keep_streams_open_after_goaway(connection: h2.connection.H2Connection) -> N
     (no new streams after it), so an open connection stays open in h2's state machine.
     """
     connection.state_machine._transitions = _TRANSITIONS_KEEPING_STREAMS_OPEN
+
+
+Connection._dispatch = _dispatch_table(Connection)
