@@ -30,8 +30,9 @@ from google.protobuf.message import Message
 import trio_grpc
 from tests.interop import server as interop_server
 from tests.interop._proto.grpc.testing import messages_pb2
-from tests.test_hostile_peers import Response, frame
-from trio_grpc import ChannelSettings, ServerSettings, StatusCode
+from tests.test_hostile_peers import ErrorCodes, Response, frame
+from trio_grpc import ChannelSettings, RpcError, ServerSettings, StatusCode
+from trio_grpc._transport import _keep_streams_open_after_goaway
 
 TIMEOUT = 5
 #: The HTTP/2 default window, which nghttp2 and grpc-go keep for each stream and for the connection.
@@ -119,6 +120,8 @@ class LazyPeer:
         self.h2 = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=client_side, header_encoding=None)
         )
+        # As real peers do, and unlike h2 on its own: the streams in flight go on after a GOAWAY.
+        _keep_streams_open_after_goaway(self.h2)
         self.socket = socket
         self.credit = credit
         #: What came on each stream: for a client the response, for a server the request.
@@ -485,3 +488,102 @@ async def test_our_client_against_lazy_server(
     with trio.fail_after(TIMEOUT):
         async with channel_to_peer(credit, **OUR_WINDOWS[our_windows]) as (stub, peer):
             await OUR_CALLS[kind](stub, peer, sizes)
+
+
+# -- a send cut off mid-message ------------------------------------------------------------------------
+# The peer never grants credit: our side sends the window's worth of a larger message and waits.
+
+BIG = 100_000
+
+
+async def test_handler_cut_off_mid_message_by_its_deadline_resets_the_stream() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with our_server() as (_, port), peer_client(port, NEVER) as peer:
+            call = await peer.open(UNARY, [(b"grpc-timeout", b"200m")])
+            await peer.send_message(call, SimpleRequest(response_size=BIG), end_stream=True)
+            await peer.finish(call)
+    assert call.header(b":status") == b"200"
+    assert len(call.data) == WINDOW  # what the window allowed, and then nothing but the reset
+    assert call.reset == ErrorCodes.CANCEL
+    assert call.trailers is None and not call.ended
+
+
+async def test_shutdown_grace_running_out_mid_message_resets_the_stream() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with our_server() as (server, port), peer_client(port, NEVER) as peer:
+            call = await peer.open(UNARY)
+            await peer.send_message(call, SimpleRequest(response_size=BIG), end_stream=True)
+            await peer.until(lambda: len(call.data) == WINDOW)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(server.shutdown, 0.1)
+                await peer.finish(call)
+    assert len(call.data) == WINDOW
+    assert call.reset == ErrorCodes.CANCEL
+    assert call.trailers is None and not call.ended
+
+
+def big_request() -> StreamingInputCallRequest:
+    return StreamingInputCallRequest(payload=messages_pb2.Payload(body=body(BIG)))
+
+
+def the_one_request(peer_server: PeerServer) -> Response:
+    (peer,) = peer_server.peers
+    (request,) = peer.streams.values()
+    return request
+
+
+async def test_our_client_past_its_deadline_mid_message_resets_the_stream() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with channel_to_peer(NEVER) as (stub, peer_server):
+            with pytest.raises(RpcError) as caught:
+                await stub.StreamingInputCall([big_request()], timeout=0.2)
+            assert caught.value.code == StatusCode.DEADLINE_EXCEEDED
+            await trio.testing.wait_all_tasks_blocked()  # the peer has read what we sent
+            request = the_one_request(peer_server)
+    assert len(request.data) == WINDOW
+    assert request.reset == ErrorCodes.CANCEL and not request.ended
+
+
+async def cancel_once_all_blocked(scope: trio.CancelScope) -> None:
+    await trio.testing.wait_all_tasks_blocked()
+    scope.cancel()
+
+
+async def test_our_client_cancelled_mid_message_resets_the_stream_and_sends_no_more() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with channel_to_peer(NEVER) as (stub, peer_server):
+            async with stub.StreamingInputCall.open() as call, trio.open_nursery() as nursery:
+                with trio.CancelScope() as sending:
+                    nursery.start_soon(cancel_once_all_blocked, sending)
+                    await call.send(big_request())
+                assert sending.cancelled_caught
+                # Whoever catches the cancellation and carries on gets an error, not a corrupt stream.
+                with pytest.raises(RpcError) as caught:
+                    await call.send(StreamingInputCallRequest())
+                assert caught.value.code == StatusCode.CANCELLED
+            await trio.testing.wait_all_tasks_blocked()
+            request = the_one_request(peer_server)
+    assert len(request.data) == WINDOW
+    assert request.reset == ErrorCodes.CANCEL and not request.ended
+
+
+async def send_each(call: trio_grpc.Call, requests: list[StreamingInputCallRequest]) -> None:
+    for request in requests:
+        await call.send(request)
+
+
+async def test_sends_from_two_tasks_on_one_stream_take_turns() -> None:
+    """Each message goes out whole before another starts, also when one waits for window half-way."""
+    requests = [
+        StreamingInputCallRequest(payload=messages_pb2.Payload(body=bytes([65 + index]) * 50_000))
+        for index in range(6)
+    ]
+    with trio.fail_after(TIMEOUT):
+        async with channel_to_peer(NGHTTP2) as (stub, peer_server), stub.StreamingInputCall.open() as call:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_each, call, requests[0::2])
+                nursery.start_soon(send_each, call, requests[1::2])
+            response = await call.response()
+    assert response.aggregated_payload_size == 6 * 50_000
+    ((_, received),) = peer_server.calls
+    assert sorted(received) == sorted(request.SerializeToString() for request in requests)
