@@ -522,6 +522,30 @@ async def test_shutdown_grace_running_out_mid_message_resets_the_stream() -> Non
     assert call.trailers is None and not call.ended
 
 
+async def test_our_client_reports_a_response_cut_off_by_shutdown_as_cancelled() -> None:
+    """Our client reads nothing and holds back credit: the server's second response stops mid-message."""
+    settings = ChannelSettings(
+        stream_window_size=WINDOW, connection_window_size=WINDOW, stream_read_buffer_size=1
+    )
+    parameters = [messages_pb2.ResponseParameters(size=size) for size in (1000, BIG)]
+    with trio.fail_after(TIMEOUT):
+        async with (
+            our_server() as (server, port),
+            trio_grpc.Channel(f"127.0.0.1:{port}", settings=settings) as channel,
+        ):
+            stub = trio_grpc.Stub(channel, interop_server.TEST_SERVICE)
+            async with stub.StreamingOutputCall(
+                StreamingOutputCallRequest(response_parameters=parameters)
+            ) as call:
+                await trio.testing.wait_all_tasks_blocked()  # the server waits for window, mid-message
+                await server.shutdown(grace=0)
+                first = await call.receive()
+                assert first is not None and first.payload.body == bytes(1000)
+                with pytest.raises(RpcError) as caught:
+                    await call.receive()
+    assert caught.value.code == StatusCode.CANCELLED
+
+
 def big_request() -> StreamingInputCallRequest:
     return StreamingInputCallRequest(payload=messages_pb2.Payload(body=body(BIG)))
 
