@@ -608,6 +608,6 @@ async def test_sends_from_two_tasks_on_one_stream_take_turns() -> None:
                 nursery.start_soon(send_each, call, requests[0::2])
                 nursery.start_soon(send_each, call, requests[1::2])
             response = await call.response()
-    assert response.aggregated_payload_size == 6 * 50_000
+    assert response == StreamingInputCallResponse(aggregated_payload_size=6 * 50_000)
     ((_, received),) = peer_server.calls
     assert sorted(received) == sorted(request.SerializeToString() for request in requests)
