@@ -469,10 +469,7 @@ class ServerConnection(Connection):
         """Send the call's status, unless nobody can receive it."""
         stream = context._stream
         if stream.closed is not None:
-            return  # the client is gone
-        if stream.partial_send:  # cut off mid-message: a status would read as the rest of it
-            self.reset(stream, ErrorCodes.CANCEL)
-            return
+            return  # the client is gone, or a send cut off mid-message reset the stream
         if scope.cancelled_caught:
             if context._shutting_down:
                 code, message = StatusCode.UNAVAILABLE, "server is shutting down"

@@ -128,7 +128,7 @@ class Stream:
         self.closed: StreamClosed | None = None
         #: A message we could not accept; raised to the reader once the messages before it are read.
         self.receive_error: RpcError | None = None
-        #: A message is half sent: nothing but RST_STREAM may follow it.
+        #: A message is half sent, waiting for window: other sends on the stream wait until it is out.
         self.partial_send = False
         #: Called (synchronously, from the reader task) when the stream is closed under its user.
         self.on_reset: Callable[[], None] | None = None
@@ -607,43 +607,49 @@ class Connection:
         self.flush_soon()
 
     async def send_data(self, stream: Stream, data: bytes, end_stream: bool = False) -> None:
-        """Send within the peer's windows, waiting for WINDOW_UPDATE and for the socket as needed.
+        """Send one message: as much as the peer's windows allow now, the rest as WINDOW_UPDATEs come.
 
-        A message no larger than the peer's initial stream window goes out whole or not at all: a call
-        cancelled while it waits can still end with a status, since trailers must never follow half a
-        message. A larger one goes out window by window; if it is interrupted, `stream.partial_send`
-        stays set and the stream can only be reset.
+        It never waits while window is open. Peers grant credit only once part of their window is used
+        (nghttp2 at half, grpc-go at a quarter): waiting for room for a whole message could wait forever.
+        It also waits while more than `write_buffer_size` is queued for the socket.
+        Interrupted with part of its message out (cancelled, a deadline), it resets the stream with
+        RST_STREAM(CANCEL): neither trailers nor another message may follow half a message. Sends from
+        several tasks on one stream take turns, a message at a time.
         """
         h2conn = self.h2
         view = memoryview(data)
         offset = 0
         total = len(data)
-        whole = total <= h2conn.remote_settings.initial_window_size
         high_water = self.limits.write_buffer_size
-        while True:
-            if stream.closed is not None:
-                raise fresh(stream.closed)
-            if self._outgoing_size > high_water:
-                await self._wait_for_drain()
-                continue
-            window = h2conn.local_flow_control_window(stream.id)
-            if window <= 0 or (whole and window < total):
-                await stream._window_lot.park()
-                continue
-            stream.partial_send = True
-            frame_size = h2conn.max_outbound_frame_size
-            end = min(total, offset + window)
-            while offset < end:
-                size = min(end - offset, frame_size)
-                h2conn.send_data(stream.id, view[offset : offset + size])
-                offset += size
-            if offset >= total:
-                stream.partial_send = False
+        try:
+            while True:
+                if stream.closed is not None:
+                    raise fresh(stream.closed)
+                if self._outgoing_size > high_water:
+                    await self._wait_for_drain()
+                    continue
+                window = h2conn.local_flow_control_window(stream.id)
+                # A half-sent message that is not ours (offset 0) belongs to another task: it goes first.
+                if window <= 0 or (stream.partial_send and not offset):
+                    await stream._window_lot.park()
+                    continue
+                frame_size = h2conn.max_outbound_frame_size
+                end = min(total, offset + window)
+                while offset < end:
+                    size = min(end - offset, frame_size)
+                    h2conn.send_data(stream.id, view[offset : offset + size])
+                    offset += size
+                if offset < total:
+                    stream.partial_send = True
+                    self.flush_soon()
+                    continue
+                if stream.partial_send:
+                    stream.partial_send = False
+                    stream._window_lot.unpark_all()  # sends from other tasks waiting for their turn
                 if end_stream:
                     h2conn.end_stream(stream.id)
                     stream.local_ended = True
-            self.flush_soon()
-            if offset >= total:
+                self.flush_soon()
                 # No wait was needed: still honour cancellation, and let the writer run once a batch
                 # worth a write has gathered, without giving up batching for every small message.
                 if self._outgoing_size >= _YIELD_AFTER_BYTES:
@@ -651,6 +657,10 @@ class Connection:
                 else:
                     await trio.lowlevel.checkpoint_if_cancelled()
                 return
+        except BaseException:
+            if 0 < offset < total:
+                self.reset(stream, ErrorCodes.CANCEL)
+            raise
 
     def end_stream(self, stream: Stream) -> None:
         if stream.closed is None and not stream.local_ended:
