@@ -8,7 +8,7 @@
 //
 // Each case prints one JSON line to stdout when it ends:
 //   {"case":"large_unary","passed":true,"seconds":0.05}
-//   {"case":"ping_pong","passed":false,"seconds":10.01,"error":"DEADLINE_EXCEEDED: ..."}
+//   {"case":"ping_pong","passed":false,"error":"unexpected status DEADLINE_EXCEEDED: ...","seconds":10.01}
 // and the exit status is 1 when any case failed. Each case gets channels of its own (no shared
 // subchannel), so a case that breaks its connection cannot fail the next one.
 //
@@ -17,9 +17,15 @@
 // responses the server was asked to compress arrive intact, not that they were compressed.
 
 const fs = require('node:fs');
-const { grpc, testing, ECHO_INITIAL_KEY, ECHO_TRAILING_KEY, parseFlags, booleanFlag, usage } = require(
-  './common.js',
-);
+const {
+  grpc,
+  testing,
+  ECHO_INITIAL_KEY,
+  ECHO_TRAILING_KEY,
+  parseFlags,
+  booleanFlag,
+  usage,
+} = require('./common.js');
 
 const CALL_TIMEOUT_MS = 10_000; // every call's deadline, so that a stalled case ends on its own
 const CASE_TIMEOUT_MS = 15_000; // the backstop for a case whose calls do not end at their deadline
@@ -29,6 +35,12 @@ const NO_COMPRESS = 2; // grpc-js's WriteFlags.NoCompress, passed as a write's e
 const ECHO_INITIAL_VALUE = 'test_initial_metadata_value';
 const ECHO_TRAILING_VALUE = Buffer.from([0xab, 0xab, 0xab]);
 const SPECIAL_STATUS_MESSAGE = '\t\ntest with whitespace\r\nand Unicode BMP \u263a and non-BMP \u{1f608}\t\n';
+const PING_PONG_SIZES = [
+  [31415, 27182], // [response size, request payload size], one exchange each
+  [9, 8],
+  [2653, 1828],
+  [58979, 45904],
+];
 const VERY_LARGE_PAYLOAD = 10 * 1024 * 1024; // grpc-java's unaryPayloadLength()
 
 class InteropFailure extends Error {}
@@ -108,8 +120,9 @@ function unary(client, method, request, { metadata = new grpc.Metadata(), callDe
   });
 }
 
-// A client-streaming call's response, after writing `requests` ([message, flags] pairs) and half-closing.
-function clientStreaming(client, requests) {
+// A client-streaming call's response, after writing `requests` ([message, flags] pairs) and then
+// half-closing, or cancelling.
+function clientStreaming(client, requests, { cancel = false } = {}) {
   return new Promise((resolve, reject) => {
     const call = client.StreamingInputCall({ deadline: deadline() }, (error, response) =>
       error ? reject(error) : resolve(response),
@@ -117,7 +130,11 @@ function clientStreaming(client, requests) {
     for (const [request, flags] of requests) {
       call.write(request, flags);
     }
-    call.end();
+    if (cancel) {
+      call.cancel();
+    } else {
+      call.end();
+    }
   });
 }
 
@@ -137,7 +154,10 @@ async function expectError(code, operation) {
     if (error instanceof InteropFailure) {
       throw error;
     }
-    expect(error.code === code, `expected ${statusName(code)}, got ${statusName(error.code)}: ${error.details}`);
+    expect(
+      error.code === code,
+      `expected ${statusName(code)}, got ${statusName(error.code)}: ${error.details}`,
+    );
     return error;
   }
   throw new InteropFailure(`expected ${statusName(code)}, the call succeeded`);
@@ -176,7 +196,11 @@ const cases = {
     );
     const compressed = await unary(gzip, 'UnaryCall', largeRequest({ expect_compressed: { value: true } }));
     checkPayload(compressed.response, 314159);
-    const uncompressed = await unary(plain, 'UnaryCall', largeRequest({ expect_compressed: { value: false } }));
+    const uncompressed = await unary(
+      plain,
+      'UnaryCall',
+      largeRequest({ expect_compressed: { value: false } }),
+    );
     checkPayload(uncompressed.response, 314159);
   },
 
@@ -199,7 +223,9 @@ const cases = {
 
   async client_compressed_streaming(peer) {
     const compressedRequest = { expect_compressed: { value: true }, payload: zeros(27182) };
-    await expectError(grpc.status.INVALID_ARGUMENT, () => clientStreaming(peer.client(), [[compressedRequest]]));
+    await expectError(grpc.status.INVALID_ARGUMENT, () =>
+      clientStreaming(peer.client(), [[compressedRequest]]),
+    );
     const gzip = peer.client(testing.TestService, { 'grpc.default_compression_algorithm': GZIP });
     const response = await clientStreaming(gzip, [
       [compressedRequest],
@@ -236,7 +262,7 @@ const cases = {
   async ping_pong(peer) {
     const call = peer.client().FullDuplexCall({ deadline: deadline() });
     const responses = call[Symbol.asyncIterator]();
-    for (const [responseSize, payloadSize] of [[31415, 27182], [9, 8], [2653, 1828], [58979, 45904]]) {
+    for (const [responseSize, payloadSize] of PING_PONG_SIZES) {
       call.write(streamRequest([responseSize], payloadSize));
       const { value, done } = await responses.next();
       expect(!done, 'the stream ended before its reply');
@@ -262,16 +288,7 @@ const cases = {
   },
 
   async cancel_after_begin(peer) {
-    await expectError(
-      grpc.status.CANCELLED,
-      () =>
-        new Promise((resolve, reject) => {
-          const call = peer.client().StreamingInputCall({ deadline: deadline() }, (error, response) =>
-            error ? reject(error) : resolve(response),
-          );
-          call.cancel();
-        }),
-    );
+    await expectError(grpc.status.CANCELLED, () => clientStreaming(peer.client(), [], { cancel: true }));
   },
 
   async cancel_after_first_response(peer) {
@@ -357,26 +374,34 @@ const cases = {
     const failures = [];
     const streamed = [];
     try {
-      const call = peer.client().StreamingOutputCall(streamRequest(sizes), { deadline: deadline(LAZY_WINDOW_DEADLINE_MS) });
+      const call = peer
+        .client()
+        .StreamingOutputCall(streamRequest(sizes), { deadline: deadline(LAZY_WINDOW_DEADLINE_MS) });
       for await (const response of call) {
         checkPayload(response, sizes[streamed.length]);
         streamed.push(response);
       }
       expect(streamed.length === 2, `ended after ${streamed.length} responses`);
     } catch (error) {
-      failures.push(`one StreamingOutputCall for ${wanted} got ${streamed.length} response(s), then ${describe(error)}`);
+      failures.push(
+        `one StreamingOutputCall for ${wanted} got ${streamed.length} response(s), then ${describe(error)}`,
+      );
     }
     const client = peer.client();
     const answered = [];
     try {
       for (const size of sizes) {
         const request = { response_type: 'COMPRESSABLE', response_size: size };
-        const { response } = await unary(client, 'UnaryCall', request, { callDeadline: deadline(LAZY_WINDOW_DEADLINE_MS) });
+        const { response } = await unary(client, 'UnaryCall', request, {
+          callDeadline: deadline(LAZY_WINDOW_DEADLINE_MS),
+        });
         checkPayload(response, size);
         answered.push(size);
       }
     } catch (error) {
-      failures.push(`UnaryCalls on one channel for ${wanted} got ${answered.length} response(s), then ${describe(error)}`);
+      failures.push(
+        `UnaryCalls on one channel for ${wanted} got ${answered.length} response(s), then ${describe(error)}`,
+      );
     }
     expect(failures.length === 0, failures.join('; '));
   },
@@ -385,7 +410,10 @@ const cases = {
 async function echoStatus(client, message, duplex) {
   const response_status = { code: grpc.status.UNKNOWN, message };
   const checkDetails = (error, method) =>
-    expect(error.details === message, `${method}: expected the message ${JSON.stringify(message)}, got ${JSON.stringify(error.details)}`);
+    expect(
+      error.details === message,
+      `${method}: expected the message ${JSON.stringify(message)}, got ${JSON.stringify(error.details)}`,
+    );
   const error = await expectError(grpc.status.UNKNOWN, () => unary(client, 'UnaryCall', { response_status }));
   checkDetails(error, 'UnaryCall');
   if (duplex) {
@@ -404,7 +432,10 @@ async function runCase(name, peer) {
   const started = process.hrtime.bigint();
   let backstop;
   const timedOut = new Promise((_, reject) => {
-    backstop = setTimeout(() => reject(new InteropFailure(`no outcome after ${CASE_TIMEOUT_MS / 1000} s`)), CASE_TIMEOUT_MS);
+    backstop = setTimeout(
+      () => reject(new InteropFailure(`no outcome after ${CASE_TIMEOUT_MS / 1000} s`)),
+      CASE_TIMEOUT_MS,
+    );
   });
   const result = { case: name, passed: true };
   try {
@@ -424,7 +455,9 @@ function describe(error) {
   if (error instanceof InteropFailure) {
     return error.message;
   }
-  return error.code !== undefined ? `status ${statusName(error.code)}: ${error.details}` : String(error.stack ?? error);
+  return error.code !== undefined
+    ? `status ${statusName(error.code)}: ${error.details}`
+    : String(error.stack ?? error);
 }
 
 function credentials(flags) {
@@ -442,12 +475,19 @@ function credentials(flags) {
 
 async function main() {
   const flags = parseFlags(process.argv.slice(2), [
-    'server_host', 'server_port', 'server_host_override', 'test_case', 'use_tls', 'use_test_ca', 'ca_file',
+    'server_host',
+    'server_port',
+    'server_host_override',
+    'test_case',
+    'use_tls',
+    'use_test_ca',
+    'ca_file',
   ]);
   if (!flags.server_port) {
     usage('--server_port=N is required');
   }
-  const names = !flags.test_case || flags.test_case === 'all' ? Object.keys(cases) : flags.test_case.split(',');
+  const names =
+    !flags.test_case || flags.test_case === 'all' ? Object.keys(cases) : flags.test_case.split(',');
   const unknown = names.filter((name) => !(name in cases));
   if (unknown.length > 0) {
     usage(`unknown test case ${unknown.join(', ')}; known: ${Object.keys(cases).join(', ')}`);
@@ -455,7 +495,10 @@ async function main() {
   const host = flags.server_host ?? 'localhost';
   const target = `${host.includes(':') ? `[${host}]` : host}:${flags.server_port}`;
   const options = flags.server_host_override
-    ? { 'grpc.ssl_target_name_override': flags.server_host_override, 'grpc.default_authority': flags.server_host_override }
+    ? {
+        'grpc.ssl_target_name_override': flags.server_host_override,
+        'grpc.default_authority': flags.server_host_override,
+      }
     : {};
   let failed = false;
   for (const name of names) {

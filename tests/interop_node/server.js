@@ -18,9 +18,15 @@
 
 const fs = require('node:fs');
 const { setTimeout: sleep } = require('node:timers/promises');
-const { grpc, testing, ECHO_INITIAL_KEY, ECHO_TRAILING_KEY, parseFlags, booleanFlag, usage } = require(
-  './common.js',
-);
+const {
+  grpc,
+  testing,
+  ECHO_INITIAL_KEY,
+  ECHO_TRAILING_KEY,
+  parseFlags,
+  booleanFlag,
+  usage,
+} = require('./common.js');
 
 // very_large_request sends 10 MiB; grpc-js refuses more than 4 MiB by default.
 const MAX_MESSAGE_SIZE = 16 * 1024 * 1024;
@@ -95,7 +101,11 @@ function asStatus(error, trailers) {
   if (error instanceof StatusError) {
     return { code: error.code, details: error.details, metadata: trailers };
   }
-  return { code: grpc.status.INTERNAL, details: `handler failed: ${error.stack ?? error}`, metadata: trailers };
+  return {
+    code: grpc.status.INTERNAL,
+    details: `handler failed: ${error.stack ?? error}`,
+    metadata: trailers,
+  };
 }
 
 // The requests of a bidi call. A plain `for await` destroys the stream when the requests end, before the
@@ -169,12 +179,21 @@ function credentials(flags) {
   if (!flags.tls_cert_file || !flags.tls_key_file) {
     usage('--use_tls=true needs --tls_cert_file and --tls_key_file');
   }
-  const keyPair = { cert_chain: fs.readFileSync(flags.tls_cert_file), private_key: fs.readFileSync(flags.tls_key_file) };
+  const keyPair = {
+    cert_chain: fs.readFileSync(flags.tls_cert_file),
+    private_key: fs.readFileSync(flags.tls_key_file),
+  };
   return grpc.ServerCredentials.createSsl(null, [keyPair], false);
 }
 
 function main() {
-  const flags = parseFlags(process.argv.slice(2), ['port', 'host', 'use_tls', 'tls_cert_file', 'tls_key_file']);
+  const flags = parseFlags(process.argv.slice(2), [
+    'port',
+    'host',
+    'use_tls',
+    'tls_cert_file',
+    'tls_key_file',
+  ]);
   if (flags.port === undefined || !/^\d+$/.test(flags.port)) {
     usage('--port=N is required (0: any free port)');
   }
