@@ -245,7 +245,10 @@ async def test_trio_to_node(
         async with trio_channel(node_server.port(use_tls), use_tls, tls) as channel:
             await client.CASES[case](channel)
     if scope.cancelled_caught:
-        pytest.fail(f"{case} against the grpc-js server did not finish within {CASE_TIMEOUT} s (a stall)")
+        pytest.fail(
+            f"{case} against the grpc-js server did not finish within {CASE_TIMEOUT} s. A stall? nghttp2"
+            " grants window only after half of it is consumed: does a sender wait for window never promised?"
+        )
     errors = trio_grpc_errors(caplog.records)
     assert not errors, f"trio_grpc logged errors during the case: {errors}"
 
