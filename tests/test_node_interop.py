@@ -13,6 +13,7 @@ node_to_trio case beyond the spec that asks for exactly such sizes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -144,19 +145,21 @@ def node_server(
     common = [NODE, str(NODE_DIR / "server.js"), "--port=0", "--host=127.0.0.1"]
     tls_flags = ["--use_tls=true", f"--tls_cert_file={tls_files.cert_chain}"]
     tls_flags.append(f"--tls_key_file={tls_files.key}")
-    processes = []
     ports = []
-    try:
+    with contextlib.ExitStack() as cleanup:
         for name, flags in (("plaintext", []), ("tls", tls_flags)):
-            stderr = (logs / f"{name}.stderr").open("w+")
+            stderr = cleanup.enter_context((logs / f"{name}.stderr").open("w+"))
             process = subprocess.Popen([*common, *flags], stdout=subprocess.PIPE, stderr=stderr, text=True)
-            processes.append(process)
+            cleanup.callback(_stop, process)
             ports.append(_read_port(process, stderr))
         yield Ports(*ports)
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(STARTUP_TIMEOUT)
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    process.terminate()
+    process.wait(STARTUP_TIMEOUT)
+    assert process.stdout is not None
+    process.stdout.close()
 
 
 @dataclasses.dataclass(frozen=True)
