@@ -10,11 +10,6 @@ with --server_host_override).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import functools
-import logging
-import queue
-import ssl
 import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
@@ -22,27 +17,22 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 import trio
-import trustme
 from grpc import aio
 
-import trio_grpc
-from tests.interop import client, grpcio_reference, server
+from tests.interop import client, grpcio_reference
+from tests.interop.harness import (
+    SERVER_HOST_OVERRIDE,
+    STARTUP_TIMEOUT,
+    Direction,
+    Ports,
+    Tls,
+    trio_channel,
+    trio_grpc_errors,
+)
 
 T = TypeVar("T")
 
-SERVER_HOST_OVERRIDE = "foo.test.google.fr"
 CASE_TIMEOUT = 15.0  # seconds, for one case; the slowest takes about one
-STARTUP_TIMEOUT = 10.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Direction:
-    client: str  # "trio" (trio_grpc) or "grpcio"
-    server: str
-    tls: bool
-
-    def __str__(self) -> str:
-        return f"{self.client}_to_{self.server}{'_tls' if self.tls else ''}"
 
 
 DIRECTIONS = [
@@ -73,29 +63,7 @@ def _matrix() -> list[Any]:
     return params
 
 
-# -- fixtures ----------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Tls:
-    ca: trustme.CA
-    cert: trustme.LeafCert
-
-    def server_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.cert.configure_cert(context)
-        return context
-
-    def client_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        self.ca.configure_trust(context)
-        return context
-
-
-@pytest.fixture(scope="module")
-def tls() -> Tls:
-    ca = trustme.CA()
-    return Tls(ca, ca.issue_cert("*.test.google.fr"))  # the names of the spec's server1.pem
+# -- fixtures (tls and trio_server come from conftest.py) ----------------------------------------------------
 
 
 class AsyncioThread:
@@ -130,15 +98,6 @@ def asyncio_thread() -> Iterator[AsyncioThread]:
     thread.close()
 
 
-@dataclasses.dataclass(frozen=True)
-class Ports:
-    plaintext: int
-    tls: int
-
-    def port(self, tls: bool) -> int:
-        return self.tls if tls else self.plaintext
-
-
 @pytest.fixture(scope="module")
 def grpcio_server(asyncio_thread: AsyncioThread, tls: Tls) -> Iterator[Ports]:
     credentials = grpc.ssl_server_credentials(
@@ -158,63 +117,7 @@ def grpcio_server(asyncio_thread: AsyncioThread, tls: Tls) -> Iterator[Ports]:
     asyncio_thread.run_blocking(reference.stop(None))
 
 
-class TrioServerThread:
-    """trio_grpc's interop server in a thread running its own `trio.run`, plaintext and TLS."""
-
-    def __init__(self, tls_context: ssl.SSLContext) -> None:
-        self._server = server.make_server()
-        self._tls_context = tls_context
-        self._started: queue.Queue[Ports | BaseException] = queue.Queue()
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._stop: trio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="trio-grpc-server", daemon=True)
-
-    def start(self) -> Ports:
-        self._thread.start()
-        started = self._started.get(timeout=STARTUP_TIMEOUT)
-        if isinstance(started, BaseException):
-            raise started
-        return started
-
-    def stop(self) -> None:
-        assert self._stop is not None
-        trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
-        self._thread.join(STARTUP_TIMEOUT)
-
-    def _run(self) -> None:
-        try:
-            trio.run(self._serve)
-        except BaseException as exc:  # reported to start(), which waits for the ports
-            self._started.put(exc)
-
-    async def _serve(self) -> None:
-        self._token = trio.lowlevel.current_trio_token()
-        self._stop = trio.Event()
-        serve = functools.partial(self._server.serve_tcp, host="127.0.0.1")
-        async with trio.open_nursery() as nursery:
-            plaintext = await nursery.start(serve, 0)
-            tls = await nursery.start(functools.partial(serve, tls=self._tls_context), 0)
-            self._started.put(Ports(plaintext, tls))
-            await self._stop.wait()
-            await self._server.shutdown(grace=1.0)
-
-
-@pytest.fixture(scope="module")
-def trio_server(tls: Tls) -> Iterator[Ports]:
-    thread = TrioServerThread(tls.server_context())
-    yield thread.start()
-    thread.stop()
-
-
 # -- the matrix --------------------------------------------------------------------------------------------
-
-
-def _trio_channel(port: int, use_tls: bool, tls: Tls) -> trio_grpc.Channel:
-    if not use_tls:
-        return trio_grpc.Channel(f"127.0.0.1:{port}")
-    return trio_grpc.Channel(
-        f"127.0.0.1:{port}", tls=tls.client_context(), server_hostname=SERVER_HOST_OVERRIDE
-    )
 
 
 async def _run_grpcio_case(case: str, port: int, use_tls: bool, tls: Tls) -> None:
@@ -242,14 +145,9 @@ async def test_interop(
     port = (trio_server if direction.server == "trio" else grpcio_server).port(direction.tls)
     with trio.fail_after(CASE_TIMEOUT):
         if direction.client == "trio":
-            async with _trio_channel(port, direction.tls, tls) as channel:
+            async with trio_channel(port, direction.tls, tls) as channel:
                 await client.CASES[case](channel)
         else:
             await asyncio_thread.run(_run_grpcio_case(case, port, direction.tls, tls))
-    # A handler's unexpected exception becomes a status the case may not look at; the log shows it.
-    errors = [
-        r.getMessage()
-        for r in caplog.records
-        if r.levelno >= logging.ERROR and r.name.startswith("trio_grpc")
-    ]
+    errors = trio_grpc_errors(caplog.records)
     assert not errors, f"trio_grpc logged errors during the case: {errors}"
