@@ -22,15 +22,13 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 import trio
-import trustme
 from grpc import aio
 
-import trio_grpc
 from tests.interop import client, grpcio_reference, server
+from tests.interop.harness import SERVER_HOST_OVERRIDE, Tls, trio_channel
 
 T = TypeVar("T")
 
-SERVER_HOST_OVERRIDE = "foo.test.google.fr"
 CASE_TIMEOUT = 15.0  # seconds, for one case; the slowest takes about one
 STARTUP_TIMEOUT = 10.0
 
@@ -76,26 +74,9 @@ def _matrix() -> list[Any]:
 # -- fixtures ----------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Tls:
-    ca: trustme.CA
-    cert: trustme.LeafCert
-
-    def server_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.cert.configure_cert(context)
-        return context
-
-    def client_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        self.ca.configure_trust(context)
-        return context
-
-
 @pytest.fixture(scope="module")
 def tls() -> Tls:
-    ca = trustme.CA()
-    return Tls(ca, ca.issue_cert("*.test.google.fr"))  # the names of the spec's server1.pem
+    return Tls.create()
 
 
 class AsyncioThread:
@@ -209,14 +190,6 @@ def trio_server(tls: Tls) -> Iterator[Ports]:
 # -- the matrix --------------------------------------------------------------------------------------------
 
 
-def _trio_channel(port: int, use_tls: bool, tls: Tls) -> trio_grpc.Channel:
-    if not use_tls:
-        return trio_grpc.Channel(f"127.0.0.1:{port}")
-    return trio_grpc.Channel(
-        f"127.0.0.1:{port}", tls=tls.client_context(), server_hostname=SERVER_HOST_OVERRIDE
-    )
-
-
 async def _run_grpcio_case(case: str, port: int, use_tls: bool, tls: Tls) -> None:
     target = f"127.0.0.1:{port}"
     if use_tls:
@@ -242,7 +215,7 @@ async def test_interop(
     port = (trio_server if direction.server == "trio" else grpcio_server).port(direction.tls)
     with trio.fail_after(CASE_TIMEOUT):
         if direction.client == "trio":
-            async with _trio_channel(port, direction.tls, tls) as channel:
+            async with trio_channel(port, direction.tls, tls) as channel:
                 await client.CASES[case](channel)
         else:
             await asyncio_thread.run(_run_grpcio_case(case, port, direction.tls, tls))
