@@ -1,4 +1,5 @@
-"""What the interop test modules share: the TLS identities, trio_grpc's server in a thread, our channel.
+"""What the interop test modules share: the TLS identities, trio_grpc's server in a thread or as a program,
+other stacks' server programs, our channel.
 
 The spec's clients reach the server as foo.test.google.fr (--server_host_override) and its server1.pem is a
 certificate for *.test.google.fr; a trustme CA issues the same names, so no key material lives in the tree.
@@ -6,12 +7,18 @@ certificate for *.test.google.fr; a trustme CA issues the same names, so no key 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import queue
+import re
 import ssl
+import subprocess
+import sys
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import trio
 import trustme
@@ -21,6 +28,9 @@ from tests.interop import server
 
 SERVER_HOST_OVERRIDE = "foo.test.google.fr"
 STARTUP_TIMEOUT = 10.0  # seconds
+REPOSITORY = Path(__file__).resolve().parents[2]
+#: The line an interop server program prints once it accepts connections (tests.interop.server's wording).
+_LISTENING = re.compile(r"listening on port (\d+)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +41,15 @@ class Direction:
 
     def __str__(self) -> str:
         return f"{self.client}_to_{self.server}{'_tls' if self.tls else ''}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsFiles:
+    """The test CA and the server's certificate as PEM files, for programs that take file names."""
+
+    ca: Path
+    cert: Path
+    key: Path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +71,13 @@ class Tls:
         context = ssl.create_default_context()
         self.ca.configure_trust(context)
         return context
+
+    def write_files(self, directory: Path) -> TlsFiles:
+        files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+        self.ca.cert_pem.write_to_path(str(files.ca))
+        self.cert.cert_chain_pems[0].write_to_path(str(files.cert))
+        self.cert.private_key_pem.write_to_path(str(files.key))
+        return files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,3 +141,51 @@ def trio_channel(port: int, use_tls: bool, tls: Tls) -> trio_grpc.Channel:
 def trio_grpc_errors(records: list[logging.LogRecord]) -> list[str]:
     """What trio_grpc logged at ERROR: a handler's unexpected exception, which a case's status may hide."""
     return [r.getMessage() for r in records if r.levelno >= logging.ERROR and r.name.startswith("trio_grpc")]
+
+
+def trio_server_command(port: int = 0, tls_files: TlsFiles | None = None) -> list[str]:
+    """`python -m tests.interop.server` on 127.0.0.1, plaintext or (given its files) TLS."""
+    command = [sys.executable, "-m", "tests.interop.server", f"--port={port}", "--host=127.0.0.1"]
+    if tls_files is not None:
+        command += ["--use_tls=true", f"--tls_cert_file={tls_files.cert}", f"--tls_key_file={tls_files.key}"]
+    return command
+
+
+def _first_line(process: subprocess.Popen[str], timeout: float) -> str:
+    """The first line of the process's stdout, or "" if none came in time (a thread reads, so that a
+    silent program cannot block the test)."""
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stdout is not None
+    stdout = process.stdout
+    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        return ""
+
+
+@contextlib.contextmanager
+def server_process(command: list[str], stderr_path: Path) -> Iterator[int]:
+    """Run an interop server program; yield the port it reports ("listening on port N"), then stop it.
+
+    Its stderr goes to `stderr_path`, shown if it does not start."""
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(command, cwd=REPOSITORY, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        line = _first_line(process, STARTUP_TIMEOUT)
+        match = _LISTENING.search(line)
+        if match is None:
+            raise RuntimeError(
+                f"{command[0]} did not report its port (first line {line!r}); stderr:\n"
+                + stderr_path.read_text()
+            )
+        yield int(match.group(1))
+    finally:
+        process.terminate()
+        try:
+            process.wait(STARTUP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
