@@ -15,7 +15,8 @@ class _Limits:
     #: Largest message this side sends; larger -> RESOURCE_EXHAUSTED raised to the sender.
     max_send_message_size: int = 2**31 - 1
     #: SETTINGS_MAX_HEADER_LIST_SIZE we advertise. A server fails a call whose request headers exceed it
-    #: (RESOURCE_EXHAUSTED); headers past four times it (at least 64 KiB) close the connection.
+    #: (RESOURCE_EXHAUSTED) and the connection goes on; only a block past 64 times it (at least 2 MiB), or past
+    #: h2's 64 CONTINUATION frames, closes the connection.
     max_header_list_size: int = 16 * KiB
     #: Flow-control window we grant per stream (SETTINGS_INITIAL_WINDOW_SIZE).
     stream_window_size: int = 1 * MiB

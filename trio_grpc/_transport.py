@@ -334,8 +334,9 @@ class Connection:
             client=self.h2.config.client_side, initial_values=settings
         )
         self.h2.initiate_connection()
-        # Past hpack's limit the connection is lost; below it, past ours, a server fails just that call.
-        self.h2.decoder.max_header_list_size = max(4 * self.limits.max_header_list_size, 65536)
+        # Past hpack's limit the connection is lost (decoding stops half-way, and HPACK state with it); below
+        # it, past ours, a server fails just that call and the connection goes on.
+        self.h2.decoder.max_header_list_size = hard_header_list_limit(self.limits)
         window_increase = self.limits.connection_window_size - self.h2.inbound_flow_control_window
         if window_increase > 0:
             self.h2.increment_flow_control_window(window_increase)
@@ -747,6 +748,11 @@ class Connection:
             self._connection_lost("keepalive timeout")
             await trio.aclose_forcefully(self.socket)
             return
+
+
+def hard_header_list_limit(limits: _Limits) -> int:
+    """Header blocks decoded at all: past it the connection is closed (COMPRESSION_ERROR cannot be avoided)."""
+    return max(64 * limits.max_header_list_size, 2 * 1024 * 1024)
 
 
 def _dispatch_table(cls: type[Connection]) -> dict[type[Any], Callable[[Any, Any], None]]:
