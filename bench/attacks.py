@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import itertools
 import os
 import re
 import resource
@@ -141,22 +142,30 @@ class ChatServer:
 
 
 class RssMonitor(threading.Thread):
-    """Samples the server's RSS; kills the server once it passes `cap_mib`. `peak` covers the attack."""
+    """Samples the server's RSS (and its open descriptors); kills the server once RSS passes `cap_mib`.
+
+    `peak` covers the attack only; `peak_fds` is sampled every 0.5 s (listing /proc/PID/fd costs more).
+    """
 
     def __init__(self, server: ChatServer, cap_mib: float) -> None:
         super().__init__(daemon=True)
         self.server, self.cap_mib = server, cap_mib
         self.peak = 0.0
+        self.peak_fds = 0
         self.recording = True  # peak is taken while the attack runs, the cap is enforced throughout
         self.done = threading.Event()
 
     def run(self) -> None:
-        while not self.done.is_set():
+        for sample in itertools.count():
+            if self.done.is_set():
+                return
             rss = self.server.rss_mib()
             if rss is None:
                 return
             if self.recording:
                 self.peak = max(self.peak, rss)
+            if sample % 25 == 0:
+                self.peak_fds = max(self.peak_fds, self.server.open_fds() or 0)
             if rss > self.cap_mib:
                 self.server.kill_at_cap()
                 return
@@ -287,7 +296,6 @@ def run_case(case: Case, settle: float, cap_mib: float, log: Callable[[str], Non
             report.note(f"attack failed: {type(exc).__name__}: {exc}")
         monitor.recording = False
         during = prober.stop()
-        fds = server.open_fds()
         time.sleep(settle)  # the "after" figure is RSS some time after the close: that wait is the measure
         after_rss = server.rss_mib()
         after = probe(server.port) if server.alive else None
@@ -299,7 +307,7 @@ def run_case(case: Case, settle: float, cap_mib: float, log: Callable[[str], Non
             outcome = f"server died: {server.last_exception()}; attacker saw: {outcome}"
         elif server.killed_at_cap:
             outcome = f"server killed at RSS > {cap_mib:.0f} MiB; attacker saw: {outcome}"
-        log(f"{case.name}: {outcome} (server fds after the attack: {fds})")
+        log(f"{case.name}: {outcome} (server's open descriptors: at most {monitor.peak_fds})")
         return Row(case.name, outcome, before, monitor.peak, after_rss, server.state(), served(during, after))
     finally:
         server.stop()

@@ -338,7 +338,12 @@ class Peer:
         while not self.closed:
             await self._have_replies.wait()
             self._have_replies = trio.Event()
-            data, self._replies = bytes(self._replies), bytearray()
+            await self.flush_replies()
+
+    async def flush_replies(self) -> None:
+        """Send the pending replies now: before a header block in pieces, which nothing may interrupt."""
+        data, self._replies = bytes(self._replies), bytearray()
+        if data:
             await self.send(data)
 
 
@@ -394,6 +399,7 @@ async def connect(
             if wait_settings:
                 with trio.move_on_after(5):
                     await peer._settings_seen.wait()
+                await peer.flush_replies()  # our SETTINGS ACK
         try:
             yield peer
         finally:
