@@ -39,7 +39,7 @@ MiB = 1024 * KiB
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
 POST = "/rpc.ChatService/Post"
-EMPTY_REQUEST = grpc_message(b"")  # an empty HealthCheckRequest: the whole server
+EMPTY_REQUEST = grpc_message(b"")  # an empty HealthCheckRequest: how is the server as a whole?
 MAX_STREAM_ID = 2**31 - 1
 
 
@@ -85,10 +85,7 @@ class Report:
         samples: dict[str, str] = {}
         for peer in self.peers:
             if peer.seen.goaway is not None:
-                code, debug = peer.seen.goaway
-                seen[
-                    f"GOAWAY {error_name(code)}" + (f" {debug.decode(errors='replace')!r}" if debug else "")
-                ] += 1
+                seen[_goaway(*peer.seen.goaway)] += 1
             elif peer.seen.closed_after is not None or peer.seen.broken:
                 seen["closed without GOAWAY"] += 1
             for stream_id, stream in peer.seen.streams.items():
@@ -107,6 +104,10 @@ class Report:
         if any(peer.seen.settings_acks > 1 for peer in self.peers):
             parts.append(f"{sum(peer.seen.settings_acks for peer in self.peers)} SETTINGS ACKs")
         return "; ".join(parts + self.notes) or "no answer"
+
+
+def _goaway(code: int, debug: bytes) -> str:
+    return f"GOAWAY {error_name(code)}" + (f" {debug.decode(errors='replace')!r}" if debug else "")
 
 
 def _counted(name: str, count: int, sample: str | None) -> str:
