@@ -2,7 +2,9 @@
 
 The test service is compiled here by protoc from the .proto text below into a descriptor pool of its own,
 so that the reflected files (with a shared import, extensions, nested types) can be compared byte for byte
-with what protoc produced. A client that knows nothing but the address lists the services, fetches their
+with what protoc produced. Files registered from generated Python code (ours, and a user's) lack the
+`json_name`s protoc computes; reflection fills them in, so they too go out as protoc's descriptor sets
+describe them. A client that knows nothing but the address lists the services, fetches their
 descriptors, builds message classes from them alone and calls the service.
 """
 
@@ -83,19 +85,23 @@ ECHO_FILES = ("reflection_test/echo.proto", "google/protobuf/timestamp.proto", "
 EXPECTED_SERVICES = sorted([ECHO_SERVICE, "rpc.ChatService", health.SERVICE_NAME, *reflection.SERVICE_NAMES])
 
 
-def protoc(root: Path, proto: str) -> dict[str, bytes]:
-    """protoc's serialized FileDescriptorProto of `proto` and of everything it imports, by file name."""
+def protoc(root: Path, proto: str, out_dir: Path, *extra: str) -> dict[str, bytes]:
+    """protoc's serialized FileDescriptorProto of `proto` and of everything it imports, by file name.
+
+    `root` is the include root; the descriptor set (and what `extra` options make) is written in `out_dir`.
+    """
     grpc_tools = pytest.importorskip("grpc_tools")
     from grpc_tools import protoc as grpc_tools_protoc
 
     well_known = Path(grpc_tools.__file__).parent / "_proto"
-    out = root / "descriptor_set.pb"
+    out = out_dir / "descriptor_set.pb"
     args = [
         "protoc",
         f"-I{root}",
         f"-I{well_known}",
         f"--descriptor_set_out={out}",
         "--include_imports",
+        *extra,
         proto,
     ]
     assert grpc_tools_protoc.main(args) == 0, args
@@ -111,8 +117,17 @@ def echo_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     for name, text in TEST_PROTOS.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
-    files = protoc(root, "reflection_test/echo.proto")
+    files = protoc(root, "reflection_test/echo.proto", root)
     assert sorted(files) == sorted(ECHO_FILES)
+    return files
+
+
+@pytest.fixture(scope="module")
+def ours(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """protoc's descriptors of the files our generated code registers (chat, catalog, health), by name."""
+    files: dict[str, bytes] = {}
+    for proto in ("rpc/chat.proto", "rpc/catalog.proto", "grpc/health/v1/health.proto"):
+        files.update(protoc(REPO_ROOT / "proto", proto, tmp_path_factory.mktemp("ours")))
     return files
 
 
@@ -174,7 +189,7 @@ async def in_grpcio_thread(address: str, client: Callable[[grpc.Channel], Any]) 
 
 
 async def test_grpcio_client_knowing_only_the_address_lists_resolves_and_calls(
-    echo_files: dict[str, bytes],
+    echo_files: dict[str, bytes], ours: dict[str, bytes]
 ) -> None:
     def client(channel: grpc.Channel) -> None:
         database = ProtoReflectionDescriptorDatabase(channel)
@@ -216,7 +231,7 @@ async def test_grpcio_client_knowing_only_the_address_lists_resolves_and_calls(
         # file_containing_extension: protobuf's DescriptorDatabase answers that lookup with None itself.)
         fresh = ProtoReflectionDescriptorDatabase(channel)
         chat_file = fresh.FindFileByName("rpc/chat.proto")  # file_by_filename
-        assert chat_file.SerializeToString() == chat_pb2.DESCRIPTOR.serialized_pb
+        assert chat_file.SerializeToString() == ours["rpc/chat.proto"]
         with pytest.raises(KeyError):  # the database's reading of error_response NOT_FOUND
             fresh.FindFileByName("no/such.proto")
         with pytest.raises(KeyError):
@@ -234,7 +249,7 @@ def grpcio_requests() -> tuple[queue.SimpleQueue[Any], Iterator[Any]]:
 
 
 async def test_grpcio_raw_v1alpha_stream_answers_errors_with_not_found_and_goes_on(
-    echo_files: dict[str, bytes],
+    echo_files: dict[str, bytes], ours: dict[str, bytes]
 ) -> None:
     Request = grpcio_reflection_pb2.ServerReflectionRequest
     ExtensionRequest = grpcio_reflection_pb2.ExtensionRequest
@@ -275,7 +290,7 @@ async def test_grpcio_raw_v1alpha_stream_answers_errors_with_not_found_and_goes_
             echo_files[name] for name in ECHO_FILES
         ]
         chat = ask(file_by_filename="rpc/chat.proto").file_descriptor_response.file_descriptor_proto
-        assert list(chat) == [chat_pb2.DESCRIPTOR.serialized_pb]
+        assert list(chat) == [ours["rpc/chat.proto"]]
         listed = ask(list_services="").list_services_response.service
         assert [service.name for service in listed] == EXPECTED_SERVICES
         pending.put(None)
@@ -286,15 +301,97 @@ async def test_grpcio_raw_v1alpha_stream_answers_errors_with_not_found_and_goes_
             await in_grpcio_thread(address, client)
 
 
-def test_what_reflection_sends_for_generated_code_is_protocs_bytes() -> None:
-    """Reflection sends `serialized_pb` (checked above for rpc/chat.proto): it is the literal protoc wrote."""
+def generated_literal(source: Path) -> bytes:
+    """The serialized file a generated _pb2 module registers: the Python generator's output, literally."""
+    literal = re.search(r"AddSerializedFile\((b'.*?')\)\n", source.read_text(encoding="utf-8"))
+    assert literal is not None, source
+    data = ast.literal_eval(literal[1])
+    assert isinstance(data, bytes)
+    return data
+
+
+def json_names(file: bytes) -> dict[str, str]:
+    """The json_name of every field and extension in a serialized file, by full name ("" where unset)."""
+    proto = descriptor_pb2.FileDescriptorProto.FromString(file)
+    names: dict[str, str] = {}
+
+    def add(scope: str, fields: Any, messages: Any) -> None:
+        names.update({f"{scope}.{field.name}": field.json_name for field in fields})
+        for message in messages:
+            add(f"{scope}.{message.name}", [*message.field, *message.extension], message.nested_type)
+
+    add(proto.package, proto.extension, proto.message_type)
+    return names
+
+
+def test_generated_code_registers_our_files_without_json_names() -> None:
+    """Why reflection cannot send `serialized_pb` as it is: it lacks every name protoc computed."""
     for module, source in (
         (chat_pb2, REPO_ROOT / "chat/_proto/rpc/chat_pb2.py"),
         (health_pb2, REPO_ROOT / "trio_grpc/_proto/grpc/health/v1/health_pb2.py"),
     ):
-        literal = re.search(r"AddSerializedFile\((b'.*?')\)\n", source.read_text(encoding="utf-8"))
-        assert literal is not None, source
-        assert module.DESCRIPTOR.serialized_pb == ast.literal_eval(literal[1]), source
+        assert module.DESCRIPTOR.serialized_pb == generated_literal(source), source
+        assert set(json_names(module.DESCRIPTOR.serialized_pb).values()) == {""}, source
+    assert json_names(chat_pb2.DESCRIPTOR.serialized_pb)["rpc.PostRequest.room_id"] == ""
+
+
+# Every case of protoc's rule, in every place a field can be: nested messages, a group, a oneof, a map
+# entry, extensions at file and message scope, and an explicit json_name (kept as written).
+JSON_NAMES_PROTO = """
+    syntax = "proto2";
+    package json_names;
+    message Names {
+      optional string room_id = 1;
+      optional string two__underscores = 2;
+      optional string _leading = 3;
+      optional string trailing_ = 4;
+      optional string digit_1st = 5;
+      optional string Upper_Case = 6;
+      optional string explicit_name = 7 [json_name = "custom_Name"];
+      optional group Some_Group = 8 { optional int32 group_field = 1; }
+      oneof the_choice { string one_of_them = 9; }
+      map<string, int32> by_key = 10;
+      message Inner_Message {
+        optional int32 inner_field = 1;
+        extend Names { optional int32 nested_ext = 101; }
+      }
+      optional Inner_Message inner = 11;
+      extensions 100 to 199;
+    }
+    extend Names { optional int32 top_level_ext = 100; }
+    service Lookup { rpc Get(Names) returns (Names); }
+"""
+EXPECTED_JSON_NAMES = {
+    "json_names.top_level_ext": "topLevelExt",
+    "json_names.Names.room_id": "roomId",
+    "json_names.Names.two__underscores": "twoUnderscores",
+    "json_names.Names._leading": "Leading",
+    "json_names.Names.trailing_": "trailing",
+    "json_names.Names.digit_1st": "digit1st",
+    "json_names.Names.Upper_Case": "UpperCase",
+    "json_names.Names.explicit_name": "custom_Name",
+    "json_names.Names.some_group": "someGroup",
+    "json_names.Names.one_of_them": "oneOfThem",
+    "json_names.Names.by_key": "byKey",
+    "json_names.Names.inner": "inner",
+    "json_names.Names.Some_Group.group_field": "groupField",
+    "json_names.Names.ByKeyEntry.key": "key",
+    "json_names.Names.ByKeyEntry.value": "value",
+    "json_names.Names.Inner_Message.inner_field": "innerField",
+    "json_names.Names.Inner_Message.nested_ext": "nestedExt",
+}
+
+
+@pytest.fixture(scope="module")
+def json_names_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
+    """json_names.proto as protoc's descriptor set has it, and as its generated Python module registers it."""
+    root = tmp_path_factory.mktemp("json_names")
+    (root / "json_names.proto").write_text(JSON_NAMES_PROTO)
+    [described] = protoc(root, "json_names.proto", root, f"--python_out={root}").values()
+    generated = generated_literal(root / "json_names_pb2.py")
+    assert json_names(described) == EXPECTED_JSON_NAMES  # the rule, as protoc applies it
+    assert set(json_names(generated).values()) == {"", "custom_Name"}  # only the explicit one survives
+    return described, generated
 
 
 # -- our own client (v1) -------------------------------------------------------------------------------
@@ -364,7 +461,7 @@ async def test_our_client_on_v1_lists_resolves_every_method_and_calls_with_what_
 
 
 async def test_v1_file_responses_hold_the_file_then_its_imports_once_each_as_protoc_made_them(
-    echo_files: dict[str, bytes],
+    echo_files: dict[str, bytes], ours: dict[str, bytes]
 ) -> None:
     with trio.fail_after(30):
         async with v1_reflection(echo_files) as (_, _, v1):
@@ -378,10 +475,12 @@ async def test_v1_file_responses_hold_the_file_then_its_imports_once_each_as_pro
             assert await v1.files(file_by_filename="google/protobuf/timestamp.proto") == [
                 echo_files["google/protobuf/timestamp.proto"]
             ]
-            assert await v1.files(file_by_filename="rpc/chat.proto") == [chat_pb2.DESCRIPTOR.serialized_pb]
+            assert await v1.files(file_by_filename="rpc/chat.proto") == [ours["rpc/chat.proto"]]
 
 
-async def test_v1_file_containing_symbol_finds_every_kind_of_symbol(echo_files: dict[str, bytes]) -> None:
+async def test_v1_file_containing_symbol_finds_every_kind_of_symbol(
+    echo_files: dict[str, bytes], ours: dict[str, bytes]
+) -> None:
     with trio.fail_after(30):
         async with v1_reflection(echo_files) as (_, _, v1):
             echo = [echo_files[name] for name in ECHO_FILES]
@@ -401,7 +500,7 @@ async def test_v1_file_containing_symbol_finds_every_kind_of_symbol(echo_files: 
             health_file = await v1.files(
                 file_containing_symbol="grpc.health.v1.HealthCheckResponse.ServingStatus"
             )
-            assert health_file == [health_pb2.DESCRIPTOR.serialized_pb]
+            assert health_file == [ours["grpc/health/v1/health.proto"]]
 
 
 async def test_v1_extension_requests(echo_files: dict[str, bytes]) -> None:
@@ -420,7 +519,9 @@ async def test_v1_extension_requests(echo_files: dict[str, bytes]) -> None:
             ]
 
 
-async def test_v1_unknown_names_get_not_found_and_the_stream_goes_on(echo_files: dict[str, bytes]) -> None:
+async def test_v1_unknown_names_get_not_found_and_the_stream_goes_on(
+    echo_files: dict[str, bytes], ours: dict[str, bytes]
+) -> None:
     missing_extension = reflection_v1.ExtensionRequest(
         containing_type="reflection_test.Extendable", extension_number=199
     )
@@ -439,5 +540,23 @@ async def test_v1_unknown_names_get_not_found_and_the_stream_goes_on(echo_files:
             listed = (await v1.ask(list_services="")).list_services_response.service
             assert [entry.name for entry in listed] == sorted([*EXPECTED_SERVICES, "rpc.Catalog"])
             assert await v1.files(file_containing_symbol="rpc.Catalog.GetProduct") == [
-                catalog_pb2.DESCRIPTOR.serialized_pb
+                ours["rpc/catalog.proto"]
             ]
+
+
+async def test_v1_serves_json_names_as_protoc_computes_them_for_our_files_and_users(
+    echo_files: dict[str, bytes], ours: dict[str, bytes], json_names_files: tuple[bytes, bytes]
+) -> None:
+    described, generated = json_names_files
+    lookup = pool_of([generated]).FindServiceByName("json_names.Lookup")  # as a user's _pb2 registers it
+    with trio.fail_after(30):
+        async with v1_reflection(echo_files) as (server, _, v1):
+            server.add_service(trio_grpc.bind_service(lookup, object()))
+            [served] = await v1.files(file_containing_symbol="json_names.Lookup")
+            assert json_names(served) == EXPECTED_JSON_NAMES
+            assert served == described  # and nothing else differs from protoc's descriptor, byte for byte
+
+            [chat] = await v1.files(file_containing_symbol="rpc.ChatService")
+            assert chat == ours["rpc/chat.proto"]
+            assert json_names(chat)["rpc.PostRequest.room_id"] == "roomId"
+            assert "" not in json_names(chat).values()

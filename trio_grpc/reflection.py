@@ -4,7 +4,9 @@ Owns answering reflection requests about the services registered on a server, wh
 Everything comes from the FileDescriptor objects reachable from those services' descriptors (their files
 and, transitively, the files these import), never from a descriptor pool: applications' files live in the
 default pool, ours (health, reflection) in a private one, reflected ones in yet another. A file goes out as
-`FileDescriptor.serialized_pb`, the bytes protoc produced, followed by the files it imports, each once.
+protoc describes it to every language, followed by the files it imports, each once: `serialized_pb` with
+the `json_name` of each field filled in where it is missing (the Python generator drops the names protoc
+computes, and tools that read JSON names from descriptors, grpcurl among them, would print `room_id`).
 A request that names nothing we know gets an error_response (NOT_FOUND) and the stream goes on.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 
+from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor, FileDescriptor
 from google.protobuf.message import Message
 
@@ -40,6 +43,7 @@ class _Catalog:
     def __init__(self, service_names: Iterable[str], files: Iterable[FileDescriptor]) -> None:
         self.service_names = sorted(service_names)
         self.files: dict[str, FileDescriptor] = {}
+        self.serialized: dict[str, bytes] = {}  # file name -> what goes on the wire
         self.file_of_symbol: dict[str, FileDescriptor] = {}
         self.message_types: set[str] = set()
         self.extensions: dict[str, dict[int, FileDescriptor]] = {}  # extendee -> number -> defining file
@@ -50,6 +54,7 @@ class _Catalog:
         if file.name in self.files:
             return
         self.files[file.name] = file
+        self.serialized[file.name] = _with_json_names(file.serialized_pb)
         for symbol in _symbols(file):
             self.file_of_symbol.setdefault(symbol, file)
         for message in _messages(file.message_types_by_name.values()):
@@ -64,37 +69,65 @@ class _Catalog:
     def file_by_name(self, name: str) -> list[bytes]:
         if name not in self.files:
             raise _NotFound(f"file not found: {name}")
-        return _with_dependencies(self.files[name])
+        return self._with_dependencies(self.files[name])
 
     def file_containing_symbol(self, symbol: str) -> list[bytes]:
         if symbol not in self.file_of_symbol:
             raise _NotFound(f"symbol not found: {symbol}")
-        return _with_dependencies(self.file_of_symbol[symbol])
+        return self._with_dependencies(self.file_of_symbol[symbol])
 
     def file_containing_extension(self, extendee: str, number: int) -> list[bytes]:
         file = self.extensions.get(extendee, {}).get(number)
         if file is None:
             raise _NotFound(f"extension not found: {extendee} number {number}")
-        return _with_dependencies(file)
+        return self._with_dependencies(file)
 
     def extension_numbers(self, extendee: str) -> list[int]:
         if extendee not in self.message_types:
             raise _NotFound(f"message type not found: {extendee}")
         return sorted(self.extensions.get(extendee, {}))
 
+    def _with_dependencies(self, file: FileDescriptor) -> list[bytes]:
+        """The file, then every file it imports directly or not, each once (as reflection clients expect)."""
+        ordered: list[bytes] = []
+        seen: set[str] = set()
+        pending = [file]
+        while pending:
+            current = pending.pop()
+            if current.name not in seen:
+                seen.add(current.name)
+                ordered.append(self.serialized[current.name])
+                pending.extend(reversed(current.dependencies))
+        return ordered
 
-def _with_dependencies(file: FileDescriptor) -> list[bytes]:
-    """The file, then every file it imports directly or not, each once (as reflection clients expect)."""
-    ordered: list[bytes] = []
-    seen: set[str] = set()
-    pending = [file]
-    while pending:
-        current = pending.pop()
-        if current.name not in seen:
-            seen.add(current.name)
-            ordered.append(current.serialized_pb)
-            pending.extend(reversed(current.dependencies))
-    return ordered
+
+def _with_json_names(serialized: bytes) -> bytes:
+    """A serialized FileDescriptorProto with `json_name` on every field and extension, as protoc sets it."""
+    file = descriptor_pb2.FileDescriptorProto.FromString(serialized)
+    for field in _field_protos(file.extension, file.message_type):
+        if not field.HasField("json_name"):  # an explicit [json_name = ...] is kept as written
+            field.json_name = _json_name(field.name)
+    return file.SerializeToString()
+
+
+def _field_protos(
+    extensions: Iterable[descriptor_pb2.FieldDescriptorProto],
+    messages: Iterable[descriptor_pb2.DescriptorProto],
+) -> Iterator[descriptor_pb2.FieldDescriptorProto]:
+    """The extensions, then the fields and extensions of the messages and of all their nested messages."""
+    yield from extensions
+    for message in messages:
+        yield from message.field
+        yield from _field_protos(message.extension, message.nested_type)
+
+
+def _json_name(field_name: str) -> str:
+    """protoc's default JSON name: each `_` is dropped and the character after it upper-cased.
+
+    "room_id" -> "roomId", "a__b" -> "aB", "_x" -> "X", "x_" -> "x", "x_1y" -> "x1y"; nothing else changes.
+    """
+    parts = field_name.split("_")
+    return parts[0] + "".join(part[:1].upper() + part[1:] for part in parts[1:])
 
 
 def _messages(messages: Iterable[Descriptor]) -> Iterator[Descriptor]:
