@@ -14,6 +14,7 @@ import functools
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import grpc
 import h2.errors
@@ -146,23 +147,32 @@ def request_headers(
 
 
 @pytest.mark.parametrize(
-    "refused",
+    ("refused", "refusal"),
     [
-        {"path": "/no.Such/Method"},
-        {"path": HEALTH_CHECK, "content_type": b"text/plain"},
-        {"path": HEALTH_CHECK, "extra": ((b"grpc-timeout", b"abc"),)},
-        {"path": HEALTH_CHECK, "extra": ((b"X-Upper", b"a"),)},
+        ({"path": "/no.Such/Method"}, (b"200", StatusCode.UNIMPLEMENTED)),
+        ({"path": HEALTH_CHECK, "content_type": b"text/plain"}, (b"415", StatusCode.INVALID_ARGUMENT)),
+        ({"path": HEALTH_CHECK, "extra": ((b"grpc-timeout", b"abc"),)}, (b"200", StatusCode.INTERNAL)),
+        ({"path": HEALTH_CHECK, "extra": ((b"X-Upper", b"a"),)}, ErrorCodes.PROTOCOL_ERROR),
     ],
     ids=["unknown-method", "text-plain", "bad-grpc-timeout", "uppercase-name"],
 )
-async def test_refused_request_and_its_reset_in_one_write(server: ChatServer, refused: dict) -> None:
+async def test_refused_request_and_its_reset_in_one_write(
+    server: ChatServer, refused: dict[str, Any], refusal: object
+) -> None:
     with trio.fail_after(TIMEOUT):
         async with Bystander.around(server), RawClient.connect(server.port) as client:
-            request_then_reset(client, **refused)
+            stream_id = request_then_reset(client, **refused)
             await client.flush()
-            # The refused stream's answer, if any, is dropped by our h2 (we reset it); what matters is that
-            # the next call on the same connection is served.
             await assert_health_check_ok(client)
+            # The refused stream got its refusal, or nothing (our reset may have come first).
+            assert client.responses[stream_id] == Response() or answer(client.responses[stream_id]) == refusal
+
+
+def answer(response: Response) -> object:
+    """How the server answered: its RST_STREAM code, else (HTTP status, gRPC status)."""
+    if response.reset is not None:
+        return response.reset
+    return response.header(b":status"), response.grpc_status
 
 
 # -- streams opened and reset in bulk ----------------------------------------------------------------------
