@@ -273,8 +273,13 @@ def rss(pid: int) -> int:
     raise AssertionError(f"no VmRSS in /proc/{pid}/status")
 
 
+def own_connection(target: str) -> grpc.Channel:
+    """A grpcio channel with a connection of its own (channels share connections by default)."""
+    return grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
 def health_check(target: str) -> None:
-    with grpc.insecure_channel(target) as channel:
+    with own_connection(target) as channel:
         response = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(), timeout=HEALTH_TIMEOUT
         )

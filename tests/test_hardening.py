@@ -28,7 +28,7 @@ from chat._proto.rpc import chat_pb2
 from tests.grpcio_stubs import test_pb2_grpc
 from tests.interop._proto.grpc.testing import messages_pb2, test_pb2
 from tests.test_cli_chatserver import ChatServer
-from tests.test_frame_fuzz import Target, failure, health_check, rss
+from tests.test_frame_fuzz import Target, failure, health_check, own_connection, rss
 from tests.test_hostile_peers import RawClient, Response, frame
 from trio_grpc import ServerSettings, StatusCode
 
@@ -69,7 +69,7 @@ class Bystander:
     """A well-behaved grpcio client on its own connection, making Health.Check calls in a thread."""
 
     def __init__(self, target: str) -> None:
-        self._channel = grpc.insecure_channel(target)
+        self._channel = own_connection(target)
         self._stub = health_pb2_grpc.HealthStub(self._channel)
         self._changed = threading.Condition()
         self._stopping = False
@@ -223,15 +223,20 @@ async def test_our_client_leaving_a_call_at_once_on_a_missing_method(server: Cha
 
 
 def cancel_calls_in_a_loop(target: str) -> None:
-    with grpc.insecure_channel(target) as channel:
+    """1,000 cancelled calls to a missing method, then 1,000 to Health.Check, each loop on its own connection.
+
+    Whether a connection cancelling 1,000 calls a second may be sent away (rapid-reset limit) is the
+    server's policy; what must hold is that it survives and serves the next connection.
+    """
+    with own_connection(target) as channel:
         missing = test_pb2_grpc.TestServiceStub(channel)
-        health = health_pb2_grpc.HealthStub(channel)
         for _ in range(1000):
             missing.UnaryCall.future(messages_pb2.SimpleRequest(), timeout=CALL_TIMEOUT).cancel()
+    with own_connection(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
         for _ in range(1000):
             health.Check.future(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT).cancel()
-        response = health.Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT)
-        assert response.status == health_pb2.HealthCheckResponse.SERVING
+    health_check(target)
 
 
 async def test_grpcio_client_cancelling_calls_in_a_loop(server: ChatServer) -> None:
@@ -326,7 +331,7 @@ def large_messages_on_one_connection(target: str, count: int) -> None:
     # An unknown field (number 1000, length-delimited) that the server parses and ignores.
     field = b"\xc2\x3e" + _varint(size - 6) + bytes(size - 6)
     assert len(field) == size
-    with grpc.insecure_channel(target) as channel:  # one channel: one connection
+    with own_connection(target) as channel:  # one channel: one connection
         call = channel.unary_unary(
             LIST_ROOMS,
             request_serializer=bytes,
