@@ -282,18 +282,22 @@ async def send_partial_messages(client: RawClient) -> None:
         left[await client.request(LIST_ROOMS, prefix, end_stream=False, flush=False)] = PARTIAL_BODY
     await client.flush()
     zeros = bytes(client.h2.max_outbound_frame_size)
-    while left:
-        for stream_id in list(left):
-            while left[stream_id] and (window := client.h2.local_flow_control_window(stream_id)):
+    while any(open_window(client, stream_id) for stream_id in left):
+        for stream_id in left:
+            while left[stream_id] and (window := open_window(client, stream_id)):
                 size = min(left[stream_id], window, len(zeros))
                 client.h2.send_data(stream_id, zeros[:size])
                 left[stream_id] -= size
-            if not left[stream_id]:
-                del left[stream_id]
         await client.flush()
-        await round_trip(client)
-        if not any(client.h2.local_flow_control_window(stream_id) for stream_id in left):
-            return  # the server grants no more credit: it holds all it will
+        await round_trip(client)  # then no credit left means the server holds all it will
+        left = {stream_id: size for stream_id, size in left.items() if size}
+
+
+def open_window(client: RawClient, stream_id: int) -> int:
+    """What we may send on the stream now: 0 once the server has ended it (refused it, for one)."""
+    if client.responses[stream_id].done:
+        return 0
+    return client.h2.local_flow_control_window(stream_id)
 
 
 async def test_partial_messages_on_many_connections_stay_within_the_memory_budget(
