@@ -247,7 +247,7 @@ def conversation(draw: st.DrawFn) -> list[bytes]:
 
 
 class Target:
-    """The chatserver under fuzz, started again only after an example killed it (which fails the test)."""
+    """The chatserver under attack, started again only after an example or a test killed it (and failed)."""
 
     def __init__(self) -> None:
         self._start()
