@@ -137,8 +137,12 @@ class RawClient:
         set_headers: dict[bytes, bytes] | None = None,
         drop: tuple[bytes, ...] = (),
         extra: list[tuple[bytes, bytes]] | None = None,
+        flush: bool = True,
     ) -> int:
-        """Open a stream with a gRPC request's headers (changed as asked), then send `body`."""
+        """Open a stream with a gRPC request's headers (changed as asked), then send `body`.
+
+        `flush=False` leaves the frames queued, for a test that sends many in one write.
+        """
         headers = {
             b":method": b"POST",
             b":scheme": b"http",
@@ -155,7 +159,8 @@ class RawClient:
         self.h2.send_headers(stream_id, header_list, end_stream=body is None and end_stream)
         if body is not None:
             self.h2.send_data(stream_id, body, end_stream=end_stream)
-        await self.flush()
+        if flush:
+            await self.flush()
         return stream_id
 
     async def send(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
