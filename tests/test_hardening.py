@@ -236,11 +236,9 @@ async def test_grpcio_client_cancelling_calls_in_a_loop(server: ChatServer) -> N
 ATTACK_CONNECTIONS = 4
 ATTACK_STREAMS = 25
 PARTIAL_BODY = 4 * MiB - 100 * KiB  # of a message whose prefix announces the largest size allowed
-#: The per-connection memory budget (being added to ServerSettings): past it, no more credit.
-CONNECTION_BUDGET = 16 * MiB
-#: Bytes one connection can make the server hold: its budget, and the connection window it was granted
-#: before the budget was reached.
-PER_CONNECTION = CONNECTION_BUDGET + DEFAULTS.connection_window_size
+#: Bytes one connection can make the server hold: its memory budget, and the connection window it was
+#: granted before the budget was reached (ServerSettings.connection_memory_budget says so).
+PER_CONNECTION = DEFAULTS.connection_memory_budget + DEFAULTS.connection_window_size
 #: Python's own overhead, the bystander's calls, allocator slack.
 SLACK = 64 * MiB
 PEAK_BOUND = ATTACK_CONNECTIONS * PER_CONNECTION + SLACK
@@ -379,6 +377,9 @@ async def test_oversized_headers_fail_the_call_and_keep_the_connection(
         async with Bystander.around(server), RawClient.connect(server.port) as client:
             # Plain literals: hpack's pure-Python Huffman coder takes minutes over 1 MiB (on both sides).
             client.h2.encoder.encode = functools.partial(client.h2.encoder.encode, huffman=False)
+            # A call first, so that the client frames by the server's SETTINGS_MAX_FRAME_SIZE (64 KiB): h2
+            # takes at most 64 CONTINUATION frames, and 1 MiB in 16 KiB frames is one too many.
+            await assert_health_check_ok(client)
             response = await client.response(await client.request(HEALTH_CHECK, HEALTH_REQUEST, extra=extra))
             assert (
                 response.header(b":status") == b"431" or response.grpc_status == StatusCode.RESOURCE_EXHAUSTED

@@ -18,6 +18,9 @@ class _Limits:
     #: (RESOURCE_EXHAUSTED) and the connection goes on; only a block past 64 times it (at least 2 MiB), or past
     #: h2's 64 CONTINUATION frames, closes the connection.
     max_header_list_size: int = 16 * KiB
+    #: SETTINGS_MAX_FRAME_SIZE we advertise: the largest frame the peer may send. h2 takes a header block of
+    #: at most 64 frames, so this also bounds the largest header block on the wire (4 MiB at 64 KiB).
+    max_frame_size: int = 64 * KiB
     #: Flow-control window we grant per stream (SETTINGS_INITIAL_WINDOW_SIZE).
     stream_window_size: int = 1 * MiB
     #: Flow-control window we grant for the whole connection.

@@ -328,12 +328,16 @@ class Connection:
         settings = {
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: self.limits.stream_window_size,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self.limits.max_header_list_size,
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: self.limits.max_frame_size,
             **extra,
         }
         self.h2.local_settings = h2.settings.Settings(
             client=self.h2.config.client_side, initial_values=settings
         )
         self.h2.initiate_connection()
+        # Take frames as large as we advertise at once: h2 would apply the new size only from the read after
+        # the peer's SETTINGS ACK, and refuse (FRAME_SIZE_ERROR) a large frame that shares a read with it.
+        self.h2.max_inbound_frame_size = self.limits.max_frame_size
         # Past hpack's limit the connection is lost (decoding stops half-way, and HPACK state with it); below
         # it, past ours, a server fails just that call and the connection goes on.
         self.h2.decoder.max_header_list_size = hard_header_list_limit(self.limits)
