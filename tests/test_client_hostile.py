@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import gzip
 import http
+from functools import partial
 from typing import Any
 
+import h2.connection
 import h2.errors
-import h2.events
 import pytest
 import trio
 import trio.testing
@@ -20,7 +21,7 @@ from hyperframe.frame import GoAwayFrame, SettingsFrame
 
 import trio_grpc
 from tests.interop._proto.grpc.testing import empty_pb2, messages_pb2, test_pb2
-from tests.raw_h2 import Answer, ServerPeer, frame, raw_server
+from tests.raw_h2 import Answer, ServerPeer, frame, permissive_config, raw_server
 from trio_grpc import ChannelSettings, RpcError, StatusCode
 
 SERVICE = test_pb2.DESCRIPTOR.services_by_name["TestService"]
@@ -201,11 +202,14 @@ async def test_http_error_page_gets_the_mapped_status_and_its_body_is_not_parsed
     assert resets == [(1, ErrorCodes.CANCEL)]  # nothing more of that body is wanted
 
 
-async def test_http_error_without_body_or_content_type() -> None:
+@pytest.mark.parametrize(
+    ("http_status", "phrase"), [(b"429", "Too Many Requests"), (b"503", "Service Unavailable")]
+)
+async def test_http_error_without_body_or_content_type(http_status: bytes, phrase: str) -> None:
     with trio.fail_after(TIMEOUT):
-        error, resets = await hostile_unary_call(sending(([(b":status", b"429")], True)))
+        error, resets = await hostile_unary_call(sending(([(b":status", http_status)], True)))
     assert error.code == StatusCode.UNAVAILABLE
-    assert error.message == "HTTP 429 Too Many Requests, no content-type: not a gRPC response"
+    assert error.message == f"HTTP {http_status.decode()} {phrase}, no content-type: not a gRPC response"
     assert resets == []  # the server ended the stream: nothing to reset
 
 
@@ -271,6 +275,17 @@ async def test_100_mib_response_is_refused_from_its_length_prefix() -> None:
     assert sent <= 2 * MiB  # the stream window (1 MiB), and credit for what arrived before the reset
 
 
+async def test_response_compressed_with_an_unsupported_encoding_is_internal() -> None:
+    headers = [*GRPC_HEADERS, (b"grpc-encoding", b"snappy")]
+    answer = sending((headers, False), (frame(b"\x01\x02", flag=1), False), (OK_TRAILERS, True))
+    with trio.fail_after(TIMEOUT):
+        error, _ = await hostile_unary_call(answer)
+    assert (error.code, error.message) == (
+        StatusCode.INTERNAL,
+        "received a message compressed with unsupported 'snappy'",
+    )
+
+
 async def test_compressed_response_inflating_to_100_mib_is_refused() -> None:
     bomb = gzip.compress(bytes(100 * MiB), compresslevel=9)
     headers = [*GRPC_HEADERS, (b"grpc-encoding", b"gzip")]
@@ -331,7 +346,20 @@ async def test_connection_dropped_mid_call_is_unavailable() -> None:
     with trio.fail_after(TIMEOUT):
         error, _ = await hostile_unary_call(drop)
     assert error.code == StatusCode.UNAVAILABLE
-    assert error.message in ("connection closed by peer", "connection lost: socket connection broken")
+    assert error.message == "connection closed by peer" or error.message.startswith("connection lost: ")
+
+
+async def test_status_before_our_end_of_stream_frees_the_stream() -> None:
+    """Trailers before the client's END_STREAM: the client answers RST_STREAM(NO_ERROR) (spec)."""
+    answer = answering(sending(([*GRPC_HEADERS, *OK_TRAILERS], True)))
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(answer) as server, trio_grpc.Channel(server.target) as channel:
+            async with trio_grpc.Stub(channel, SERVICE).FullDuplexCall() as call:
+                assert await call.receive() is None
+            assert call.code == StatusCode.OK
+            await assert_good_call(channel)
+            await trio.testing.wait_all_tasks_blocked()
+            assert server.resets == [(1, ErrorCodes.NO_ERROR)]
 
 
 # -- servers that say nothing ------------------------------------------------------------------------------
@@ -404,3 +432,28 @@ async def test_http2_protocol_error_from_the_server_is_unavailable() -> None:
         error, _ = await hostile_unary_call(bad_settings)
     assert error.code == StatusCode.UNAVAILABLE
     assert error.message.startswith("HTTP/2 protocol error: ")
+
+
+async def test_keepalive_closes_a_connection_whose_server_stopped_answering() -> None:
+    """The server speaks HTTP/2 (SETTINGS) and then never reads again: our PINGs go unanswered."""
+
+    async def mute_server(stream: trio.SocketStream) -> None:
+        connection = h2.connection.H2Connection(permissive_config(client_side=False))
+        connection.initiate_connection()
+        connection.receive_data(await stream.receive_some(65536))
+        await stream.send_all(connection.data_to_send())
+        await trio.sleep_forever()
+
+    settings = ChannelSettings(keepalive_time=0.05, keepalive_timeout=0.2)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            (listener,) = await nursery.start(partial(trio.serve_tcp, mute_server, 0, host="127.0.0.1"))
+            port = listener.socket.getsockname()[1]
+            async with trio_grpc.Channel(f"127.0.0.1:{port}", settings=settings) as channel:
+                with pytest.raises(RpcError) as caught:
+                    await trio_grpc.Stub(channel, SERVICE).UnaryCall(messages_pb2.SimpleRequest())
+                assert (caught.value.code, caught.value.message) == (
+                    StatusCode.UNAVAILABLE,
+                    "keepalive timeout",
+                )
+            nursery.cancel_scope.cancel()
