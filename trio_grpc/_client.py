@@ -425,8 +425,10 @@ class Call:
         return response
 
     def _cardinality_violation(self, what: str) -> RpcError:
-        """The server broke the method's one-response rule: INTERNAL, as grpc-go and grpc-java answer,
-        also over the OK the server may have ended with."""
+        """INTERNAL, as grpc-go and grpc-java answer a unary response of no message or several.
+
+        It replaces the OK status the server may have ended the call with.
+        """
         self.code = None
         return self._fail(RpcError(StatusCode.INTERNAL, f"cardinality violation: {what}"))
 
