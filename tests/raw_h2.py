@@ -17,6 +17,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import trio
+from hyperframe.frame import ContinuationFrame, HeadersFrame
 
 
 def frame(body: bytes, flag: int = 0) -> bytes:
@@ -55,6 +56,23 @@ class ServerPeer:
         """Until the client sends a WINDOW_UPDATE or resets a stream."""
         await self._window_lot.park()
 
+    async def send_raw_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """HEADERS (and CONTINUATION) of literal fields that h2 does not see: no header list limit of ours
+        applies, HPACK's table is left as it was, and nothing is Huffman-coded, which for a field of
+        megabytes would take h2 seconds."""
+        await self.flush()
+        block = b"".join(
+            b"\x00" + _hpack_length(name) + name + _hpack_length(value) + value for name, value in headers
+        )
+        size = self.h2.max_outbound_frame_size
+        chunks = [block[offset : offset + size] for offset in range(0, len(block), size)]
+        frames = [
+            HeadersFrame(stream_id, chunks[0]),
+            *(ContinuationFrame(stream_id, chunk) for chunk in chunks[1:]),
+        ]
+        frames[-1].flags.add("END_HEADERS")
+        await self.socket.send_all(b"".join(frame.serialize() for frame in frames))
+
     async def drop(self) -> None:
         """Close the TCP connection at once, without GOAWAY."""
         await trio.aclose_forcefully(self.socket)
@@ -67,6 +85,19 @@ class ServerPeer:
             self._window_lot.unpark_all()
         elif isinstance(event, h2.events.DataReceived):
             self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+
+
+def _hpack_length(data: bytes) -> bytes:
+    """The length of a literal not Huffman-coded: an HPACK integer with a 7-bit prefix (RFC 7541 5.1)."""
+    length = len(data)
+    if length < 127:
+        return bytes([length])
+    encoded, length = bytearray([127]), length - 127
+    while length >= 128:
+        encoded.append(length % 128 + 128)
+        length //= 128
+    encoded.append(length)
+    return bytes(encoded)
 
 
 #: How a RawServer answers one request: (the connection, stream id, request headers). It may await.
@@ -123,9 +154,10 @@ class RawServer:
             pass
 
     async def _answer(self, peer: ServerPeer, stream_id: int, headers: dict[bytes, bytes]) -> None:
-        # An answer cut short by the client resetting the stream, or by the connection closing, just ends.
+        # An answer cut short by the client resetting the stream (StreamClosedError), or closing the
+        # connection (h2 refuses to send after its GOAWAY), just ends.
         with contextlib.suppress(
-            h2.exceptions.StreamClosedError, trio.BrokenResourceError, trio.ClosedResourceError
+            h2.exceptions.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError
         ):
             await self.answer(peer, stream_id, headers)
             await peer.flush()

@@ -362,6 +362,46 @@ async def test_status_before_our_end_of_stream_frees_the_stream() -> None:
             assert server.resets == [(1, ErrorCodes.NO_ERROR)]
 
 
+async def test_informational_response_before_the_real_one_is_skipped() -> None:
+    answer = sending(
+        ([(b":status", b"100")], False),
+        (GRPC_HEADERS, False),
+        (frame(RESPONSE.SerializeToString()), False),
+        (OK_TRAILERS, True),
+    )
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(answering(answer)) as server, trio_grpc.Channel(server.target) as channel:
+            assert await trio_grpc.Stub(channel, SERVICE).UnaryCall(messages_pb2.SimpleRequest()) == RESPONSE
+
+
+@pytest.mark.parametrize(
+    ("size", "why"),
+    [
+        (200 * 1024, "Oversized header block: A header list larger than 65536 has been received"),
+        (MiB, "Too many continuation frames received."),  # h2's cap on CONTINUATION frames comes first
+    ],
+)
+async def test_response_headers_past_hpacks_hard_limit_lose_the_connection_not_the_channel(
+    size: int, why: str
+) -> None:
+    """Past what hpack may decode (64 KiB), HPACK state cannot be kept in sync: the connection is closed,
+    the call is UNAVAILABLE, and the next call gets a new connection."""
+
+    async def huge_headers(peer: ServerPeer, stream_id: int, headers: dict[bytes, bytes]) -> None:
+        await peer.send_raw_headers(stream_id, [*GRPC_HEADERS, (b"x-big", b"a" * size)])
+
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(answering(huge_headers)) as server, trio_grpc.Channel(server.target) as channel:
+            with pytest.raises(RpcError) as caught:
+                await trio_grpc.Stub(channel, SERVICE).UnaryCall(messages_pb2.SimpleRequest())
+            await assert_good_call(channel)
+            assert len(server.peers) == 2
+    assert (caught.value.code, caught.value.message) == (
+        StatusCode.UNAVAILABLE,
+        f"HTTP/2 protocol error: {why}",
+    )
+
+
 # -- servers that say nothing ------------------------------------------------------------------------------
 
 
