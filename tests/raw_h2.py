@@ -47,8 +47,12 @@ class ServerPeer:
 
     async def flush(self) -> None:
         """Send what h2 has queued (answer tasks and the reader share the socket)."""
+        await self.send_raw(b"")
+
+    async def send_raw(self, frames: bytes) -> None:
+        """Send frames built by hand, after what h2 has queued."""
         async with self._send_lock:
-            data = self.h2.data_to_send()
+            data = self.h2.data_to_send() + frames
             if data:
                 await self.socket.send_all(data)
 
@@ -57,10 +61,8 @@ class ServerPeer:
         await self._window_lot.park()
 
     async def send_raw_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
-        """HEADERS (and CONTINUATION) of literal fields that h2 does not see: no header list limit of ours
-        applies, HPACK's table is left as it was, and nothing is Huffman-coded, which for a field of
-        megabytes would take h2 seconds."""
-        await self.flush()
+        """HEADERS (and CONTINUATION) built by hand, of literal fields that do not touch the HPACK table,
+        not Huffman-coded: h2 would take seconds to encode a field of megabytes."""
         block = b"".join(
             b"\x00" + _hpack_length(name) + name + _hpack_length(value) + value for name, value in headers
         )
@@ -71,7 +73,7 @@ class ServerPeer:
             *(ContinuationFrame(stream_id, chunk) for chunk in chunks[1:]),
         ]
         frames[-1].flags.add("END_HEADERS")
-        await self.socket.send_all(b"".join(frame.serialize() for frame in frames))
+        await self.send_raw(b"".join(frame.serialize() for frame in frames))
 
     async def drop(self) -> None:
         """Close the TCP connection at once, without GOAWAY."""

@@ -306,8 +306,7 @@ async def test_goaway_mid_call_refuses_the_streams_above_last_stream_id_and_fini
     async def answer(peer: ServerPeer, stream_id: int, headers: dict[bytes, bytes]) -> None:
         if stream_id == 3:  # both calls are in flight: promise to finish stream 1 only, then do
             goaway = GoAwayFrame(stream_id=0, last_stream_id=1, error_code=ErrorCodes.NO_ERROR)
-            await peer.flush()
-            await peer.socket.send_all(goaway.serialize())
+            await peer.send_raw(goaway.serialize())
             peer.h2.send_headers(1, GRPC_HEADERS)
             peer.h2.send_data(1, frame(RESPONSE.SerializeToString()))
             peer.h2.send_headers(1, OK_TRAILERS, end_stream=True)
@@ -465,8 +464,7 @@ async def test_http2_protocol_error_from_the_server_is_unavailable() -> None:
     """SETTINGS_ENABLE_PUSH=2 is a connection error (RFC 9113 6.5.2): the call is UNAVAILABLE."""
 
     async def bad_settings(peer: ServerPeer, stream_id: int, headers: dict[bytes, bytes]) -> None:
-        await peer.flush()
-        await peer.socket.send_all(SettingsFrame(0, settings={SettingsFrame.ENABLE_PUSH: 2}).serialize())
+        await peer.send_raw(SettingsFrame(0, settings={SettingsFrame.ENABLE_PUSH: 2}).serialize())
 
     with trio.fail_after(TIMEOUT):
         error, _ = await hostile_unary_call(bad_settings)
