@@ -302,10 +302,20 @@ async def test_compressed_response_inflating_to_100_mib_is_refused() -> None:
 # -- the connection going away -----------------------------------------------------------------------------
 
 
-async def test_goaway_mid_call_refuses_the_streams_above_last_stream_id_and_finishes_the_others() -> None:
+@pytest.mark.parametrize(
+    ("error_code", "debug", "reason"),
+    [
+        (ErrorCodes.NO_ERROR, b"", "GOAWAY NO_ERROR"),
+        (ErrorCodes.ENHANCE_YOUR_CALM, b"too_many_pings", "GOAWAY ENHANCE_YOUR_CALM: too_many_pings"),
+        (0x99, b"\xff", "GOAWAY error code 153: \ufffd"),
+    ],
+)
+async def test_goaway_mid_call_refuses_the_streams_above_last_stream_id_and_finishes_the_others(
+    error_code: int, debug: bytes, reason: str
+) -> None:
     async def answer(peer: ServerPeer, stream_id: int, headers: dict[bytes, bytes]) -> None:
         if stream_id == 3:  # both calls are in flight: promise to finish stream 1 only, then do
-            goaway = GoAwayFrame(stream_id=0, last_stream_id=1, error_code=ErrorCodes.NO_ERROR)
+            goaway = GoAwayFrame(stream_id=0, last_stream_id=1, error_code=error_code, additional_data=debug)
             await peer.send_raw(goaway.serialize())
             peer.h2.send_headers(1, GRPC_HEADERS)
             peer.h2.send_data(1, frame(RESPONSE.SerializeToString()))
@@ -332,7 +342,10 @@ async def test_goaway_mid_call_refuses_the_streams_above_last_stream_id_and_fini
     assert outcomes["first"] == RESPONSE
     second = outcomes["second"]
     assert isinstance(second, RpcError)
-    assert (second.code, second.message) == (StatusCode.UNAVAILABLE, "the server refused the call (GOAWAY)")
+    assert (second.code, second.message) == (
+        StatusCode.UNAVAILABLE,
+        f"the server refused the call ({reason})",
+    )
 
 
 async def test_connection_dropped_mid_call_is_unavailable() -> None:

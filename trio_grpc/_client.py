@@ -81,7 +81,9 @@ class ClientConnection(Connection):
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         self.draining = True
-        refused = StreamClosed("the server refused the call (GOAWAY)", ErrorCodes.REFUSED_STREAM)
+        refused = StreamClosed(
+            f"the server refused the call ({_describe_goaway(event)})", ErrorCodes.REFUSED_STREAM
+        )
         last_stream_id = event.last_stream_id or 0
         for stream in list(self.streams.values()):
             if stream.id > last_stream_id:
@@ -112,6 +114,14 @@ class ClientConnection(Connection):
         headers = [(b":path", path), *self._base_headers, *extra_headers]
         self.send_headers(stream, headers)
         return stream
+
+
+def _describe_goaway(event: h2.events.ConnectionTerminated) -> str:
+    """The code and debug data of a GOAWAY, which say why: `GOAWAY ENHANCE_YOUR_CALM: too_many_pings`."""
+    code = event.error_code
+    name = code.name if isinstance(code, ErrorCodes) else f"error code {code}"
+    debug = (event.additional_data or b"")[:200].decode("ascii", "replace")
+    return f"GOAWAY {name}: {debug}" if debug else f"GOAWAY {name}"
 
 
 def _parse_target(target: str) -> tuple[str, int] | str:
