@@ -60,7 +60,9 @@ class ServerPeer:
         """Until the client sends a WINDOW_UPDATE or resets a stream."""
         await self._window_lot.park()
 
-    async def send_raw_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
+    async def send_raw_headers(
+        self, stream_id: int, headers: list[tuple[bytes, bytes]], *, end_stream: bool = False
+    ) -> None:
         """HEADERS (and CONTINUATION) built by hand, of literal fields that do not touch the HPACK table,
         not Huffman-coded: h2 would take seconds to encode a field of megabytes."""
         block = b"".join(
@@ -73,6 +75,8 @@ class ServerPeer:
             *(ContinuationFrame(stream_id, chunk) for chunk in chunks[1:]),
         ]
         frames[-1].flags.add("END_HEADERS")
+        if end_stream:
+            frames[0].flags.add("END_STREAM")
         await self.send_raw(b"".join(frame.serialize() for frame in frames))
 
     async def drop(self) -> None:

@@ -386,6 +386,30 @@ async def test_informational_response_before_the_real_one_is_skipped() -> None:
             assert await trio_grpc.Stub(channel, SERVICE).UnaryCall(messages_pb2.SimpleRequest()) == RESPONSE
 
 
+@pytest.mark.parametrize("where", ["headers", "trailers"])
+async def test_metadata_over_max_header_list_size_fails_the_call_and_keeps_the_connection(where: str) -> None:
+    """Over the 16 KiB we advertise, below what hpack may decode: RESOURCE_EXHAUSTED, as grpc-core answers."""
+    fields = [*(GRPC_HEADERS if where == "headers" else OK_TRAILERS), (b"x-big", b"a" * 20_000)]
+    size = sum(32 + len(name) + len(value) for name, value in fields)  # as RFC 9113 6.5.2 counts
+
+    async def answer(peer: ServerPeer, stream_id: int, headers: dict[bytes, bytes]) -> None:
+        if where == "trailers":
+            peer.h2.send_headers(stream_id, GRPC_HEADERS)
+            peer.h2.send_data(stream_id, frame(RESPONSE.SerializeToString()))
+        await peer.send_raw_headers(stream_id, fields, end_stream=where == "trailers")
+
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(answering(answer)) as server, trio_grpc.Channel(server.target) as channel:
+            with pytest.raises(RpcError) as caught:
+                await trio_grpc.Stub(channel, SERVICE).UnaryCall(messages_pb2.SimpleRequest())
+            await assert_good_call(channel)
+            assert len(server.peers) == 1
+    assert (caught.value.code, caught.value.message) == (
+        StatusCode.RESOURCE_EXHAUSTED,
+        f"received metadata larger than max ({size} vs. {16 * 1024})",
+    )
+
+
 @pytest.mark.parametrize(
     ("size", "why"),
     [

@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 
 from ._codec import deserialize, non_grpc_response_error, serialize, status_from_trailers
 from ._compression import ACCEPT_ENCODING, is_supported
-from ._metadata import Metadata, MetadataValue, decode_metadata, encode_metadata
+from ._metadata import Metadata, MetadataValue, decode_metadata, encode_metadata, header_list_size
 from ._service import Kind, MethodSpec
 from ._settings import ChannelSettings
 from ._status import RpcError, StatusCode, status_from_reset
@@ -72,12 +72,33 @@ class ClientConnection(Connection):
         stream.headers = event.headers
         # Decided here, before the DATA that follows in the same read: the body of a response that is not
         # gRPC (a proxy's HTML error page) is never parsed as messages. The call reads the error instead.
-        error = non_grpc_response_error(event.headers)
+        error = self.headers_error(event.headers)
         if error is not None:
             stream.receive_error = error
             if event.stream_ended is None:  # nothing more of it is wanted
                 self.reset(stream, ErrorCodes.CANCEL)
         stream.wake()
+
+    def _on_trailers(self, event: h2.events.TrailersReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        error = self._metadata_too_large(event.headers)
+        if stream is not None and error is not None and stream.receive_error is None:
+            stream.receive_error = error  # read after the messages before it, as a message error is
+        super()._on_trailers(event)
+
+    def headers_error(self, headers: list[tuple[bytes, bytes]]) -> RpcError | None:
+        """Why response headers end the call before it starts, or None."""
+        return non_grpc_response_error(headers) or self._metadata_too_large(headers)
+
+    def _metadata_too_large(self, headers: list[tuple[bytes, bytes]]) -> RpcError | None:
+        # As grpc-core answers: this call fails, the connection carries on. Past hpack's hard limit (see
+        # _local_settings), h2 has already closed the connection.
+        size, limit = header_list_size(headers), self.limits.max_header_list_size
+        if size <= limit:
+            return None
+        return RpcError(
+            StatusCode.RESOURCE_EXHAUSTED, f"received metadata larger than max ({size} vs. {limit})"
+        )
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         self.draining = True
@@ -385,7 +406,8 @@ class Call:
                 headers = await self._bounded(stream.wait_for_headers)
             except StreamClosed as exc:
                 raise self._closed_error(exc) from None
-            error = non_grpc_response_error(headers)
+            assert self._connection is not None
+            error = self._connection.headers_error(headers)
             if error is not None:
                 raise self._fail(error)
             self._check_headers(headers)
