@@ -160,12 +160,17 @@ class RawServer:
             pass
 
     async def _answer(self, peer: ServerPeer, stream_id: int, headers: dict[bytes, bytes]) -> None:
-        # An answer cut short by the client resetting the stream (StreamClosedError), or closing the
-        # connection (h2 refuses to send after its GOAWAY), just ends.
-        with contextlib.suppress(
-            h2.exceptions.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError
-        ):
-            await self.answer(peer, stream_id, headers)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):  # connection gone
+            try:
+                await self.answer(peer, stream_id, headers)
+            except h2.exceptions.StreamClosedError:  # the stream is over: what was sent before still goes
+                pass
+            except h2.exceptions.ProtocolError:
+                # h2 refused what the answer asked: it may have updated its HPACK table for a block it
+                # never sent, so nothing more it sends on this connection could be trusted. A real server
+                # would drop the connection too.
+                await peer.drop()
+                return
             await peer.flush()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import http
+import os
 from functools import partial
 from typing import Any
 
@@ -18,6 +19,8 @@ import pytest
 import trio
 import trio.testing
 from hyperframe.frame import GoAwayFrame, SettingsFrame
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import trio_grpc
 from tests.interop._proto.grpc.testing import empty_pb2, messages_pb2, test_pb2
@@ -532,3 +535,88 @@ async def test_keepalive_closes_a_connection_whose_server_stopped_answering() ->
                     "keepalive timeout",
                 )
             nursery.cancel_scope.cancel()
+
+
+# -- anything at all ---------------------------------------------------------------------------------------
+
+_FIELDS = st.sampled_from(
+    [
+        (b":status", b"200"),
+        (b":status", b"503"),
+        (b":status", b"404"),
+        (b":status", b"x"),
+        (b"content-type", b"application/grpc"),
+        (b"content-type", b"text/html"),
+        (b"grpc-encoding", b"gzip"),
+        (b"grpc-encoding", b"snappy"),
+        (b"grpc-status", b"0"),
+        (b"grpc-status", b"13"),
+        (b"grpc-status", b"abc"),
+        (b"grpc-message", b"%zz%C3"),
+        (b"grpc-status-details-bin", b"!!"),
+        (b"x-bin", b"not base64"),
+    ]
+)
+_PAYLOADS = st.one_of(
+    st.binary(max_size=64),
+    st.just(frame(RESPONSE.SerializeToString())),
+    st.just(frame(b"\xff\xff")),  # not a SimpleResponse
+    st.just(frame(gzip.compress(RESPONSE.SerializeToString()), flag=1)),
+    st.just(b"\0" + (100 * MiB).to_bytes(4, "big")),
+)
+_PARTS = st.one_of(
+    st.tuples(st.just("headers"), st.lists(_FIELDS, min_size=1, max_size=5), st.booleans()),
+    st.tuples(st.just("data"), _PAYLOADS, st.booleans()),
+)
+_ENDINGS = st.one_of(
+    st.tuples(st.just("headers"), st.lists(_FIELDS, min_size=1, max_size=5), st.just(True)),
+    st.tuples(st.just("reset"), st.sampled_from([0, 1, 2, 7, 8, 11, 0x99]), st.just(True)),
+    st.tuples(st.just("goaway"), st.sampled_from([0, 1, 11]), st.just(True)),
+    st.tuples(st.just("drop"), st.just(None), st.just(True)),
+)
+
+
+# The suite runs a short profile; a longer one: CLIENT_FUZZ_EXAMPLES=2000 pytest tests/test_client_hostile.py
+# -k anything (2,000 examples pass in about 80 s).
+@settings(
+    max_examples=int(os.environ.get("CLIENT_FUZZ_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(parts=st.lists(_PARTS, max_size=5), ending=_ENDINGS)
+def test_anything_the_server_sends_ends_the_call_in_a_response_or_an_rpc_error(
+    parts: list[tuple[str, Any, bool]], ending: tuple[str, Any, bool]
+) -> None:
+    """Never another exception, never a hang, no stream left behind, and the Channel serves the next call."""
+
+    async def answer(peer: ServerPeer, stream_id: int, headers: dict[bytes, bytes]) -> None:
+        for kind, value, end_stream in [*parts, ending]:
+            if kind == "headers":
+                peer.h2.send_headers(stream_id, value, end_stream=end_stream)
+            elif kind == "data":
+                peer.h2.send_data(stream_id, value, end_stream=end_stream)
+            elif kind == "reset":
+                peer.h2.reset_stream(stream_id, value)
+            elif kind == "goaway":
+                goaway = GoAwayFrame(stream_id=0, last_stream_id=0, error_code=value)
+                await peer.send_raw(goaway.serialize())
+            else:
+                await peer.flush()
+                await peer.drop()
+
+    async def main() -> None:
+        with trio.fail_after(TIMEOUT):
+            async with raw_server(answering(answer)) as server, trio_grpc.Channel(server.target) as channel:
+                try:
+                    response = await trio_grpc.Stub(channel, SERVICE).UnaryCall(
+                        messages_pb2.SimpleRequest(), timeout=1
+                    )
+                except RpcError as exc:
+                    assert exc.code != StatusCode.OK
+                else:
+                    assert response == RESPONSE
+                connection = channel._connection
+                assert connection is not None and not connection.streams
+                await assert_good_call(channel)
+
+    trio.run(main)  # one run per example: hypothesis drives the examples from a synchronous test
