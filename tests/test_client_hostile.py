@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import http
 import os
+import ssl
 from functools import partial
 from typing import Any
 
@@ -448,12 +449,14 @@ async def never(peer: ServerPeer, stream_id: int, headers: dict[bytes, bytes]) -
     await trio.sleep_forever()
 
 
-async def test_server_that_never_sends_settings_hits_the_connect_timeout() -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "tls-handshake-never-answered"])
+async def test_server_that_never_sends_settings_hits_the_connect_timeout(tls: bool) -> None:
     settings = ChannelSettings(connect_timeout=0.3)
+    context = ssl.create_default_context() if tls else None
     with trio.fail_after(TIMEOUT):
         async with (
             raw_server(never, send_settings=False) as server,
-            trio_grpc.Channel(server.target, settings=settings) as channel,
+            trio_grpc.Channel(server.target, tls=context, settings=settings) as channel,
         ):
             with pytest.raises(RpcError) as caught:
                 await trio_grpc.Stub(channel, SERVICE).UnaryCall(messages_pb2.SimpleRequest())
