@@ -586,9 +586,9 @@ _ENDINGS = st.one_of(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-@given(parts=st.lists(_PARTS, max_size=5), ending=_ENDINGS)
+@given(parts=st.lists(_PARTS, max_size=5), ending=_ENDINGS, streaming=st.booleans())
 def test_anything_the_server_sends_ends_the_call_in_a_response_or_an_rpc_error(
-    parts: list[tuple[str, Any, bool]], ending: tuple[str, Any, bool]
+    parts: list[tuple[str, Any, bool]], ending: tuple[str, Any, bool], streaming: bool
 ) -> None:
     """Never another exception, never a hang, no stream left behind, and the Channel serves the next call."""
 
@@ -610,14 +610,18 @@ def test_anything_the_server_sends_ends_the_call_in_a_response_or_an_rpc_error(
     async def main() -> None:
         with trio.fail_after(TIMEOUT):
             async with raw_server(answering(answer)) as server, trio_grpc.Channel(server.target) as channel:
+                stub = trio_grpc.Stub(channel, SERVICE)
                 try:
-                    response = await trio_grpc.Stub(channel, SERVICE).UnaryCall(
-                        messages_pb2.SimpleRequest(), timeout=1
-                    )
+                    if streaming:
+                        request = messages_pb2.StreamingOutputCallRequest()
+                        async with stub.StreamingOutputCall(request, timeout=1) as call:
+                            async for response in call:
+                                assert response.payload.body == b"pong"
+                    else:
+                        response = await stub.UnaryCall(messages_pb2.SimpleRequest(), timeout=1)
+                        assert response == RESPONSE
                 except RpcError as exc:
                     assert exc.code != StatusCode.OK
-                else:
-                    assert response == RESPONSE
                 connection = channel._connection
                 assert connection is not None and not connection.streams
                 await assert_good_call(channel)
