@@ -83,7 +83,7 @@ class ClientConnection(Connection):
         stream = self.streams.get(event.stream_id)
         error = self._metadata_too_large(event.headers)
         if stream is not None and error is not None and stream.receive_error is None:
-            stream.receive_error = error  # read after the messages before it, as a message error is
+            stream.receive_error = error  # the call raises it once it has read the messages before it
         super()._on_trailers(event)
 
     def headers_error(self, headers: list[tuple[bytes, bytes]]) -> RpcError | None:
