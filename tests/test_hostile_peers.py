@@ -1,8 +1,8 @@
-"""Peers that break the rules, against our server (and a server that never answers PINGs, against our client).
+"""Peers that break the rules, against our server (hostile servers against our client: test_client_hostile).
 
-The client here is h2 driven by hand over a trio socket, with h2's own checks of what it sends turned off, so
-that it can send what no real client would. Each test asserts the exact HTTP/2 or gRPC answer, and that the
-connection (or the server) goes on serving the calls that did nothing wrong.
+The client here is h2 driven by hand over a trio socket, with h2's own checks of what it sends turned off
+(tests/raw_h2.py), so that it can send what no real client would. Each test asserts the exact HTTP/2 or gRPC
+answer, and that the connection (or the server) goes on serving the calls that did nothing wrong.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ import base64
 import contextlib
 import gzip
 import socket as stdlib_socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import h2.config
 import h2.connection
 import h2.errors
 import h2.events
@@ -29,8 +28,9 @@ from hyperframe.frame import GoAwayFrame
 
 import trio_grpc
 from tests.interop._proto.grpc.testing import messages_pb2, test_pb2
+from tests.raw_h2 import frame, permissive_config
 from tests.support import CancellationProbe
-from trio_grpc import ChannelSettings, RpcError, ServerSettings, StatusCode
+from trio_grpc import ServerSettings, StatusCode
 
 SERVICE = test_pb2.DESCRIPTOR.services_by_name["TestService"]
 TIMEOUT = 10
@@ -42,11 +42,6 @@ CLIENT_STREAMING = "/grpc.testing.TestService/StreamingInputCall"
 
 Context = trio_grpc.ServicerContext
 ErrorCodes = h2.errors.ErrorCodes
-
-
-def frame(body: bytes, flag: int = 0) -> bytes:
-    """One length-prefixed message as it goes in DATA frames."""
-    return bytes([flag]) + len(body).to_bytes(4, "big") + body
 
 
 def unary_request(body: bytes = b"hi", response_size: int = 0) -> bytes:
@@ -95,13 +90,7 @@ class RawClient:
     """An HTTP/2 client made of h2 and a socket, that sends exactly what a test tells it to."""
 
     def __init__(self, stream: trio.SocketStream, *, acknowledge_data: bool = True) -> None:
-        config = h2.config.H2Configuration(
-            client_side=True,
-            header_encoding=None,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
-        self.h2 = h2.connection.H2Connection(config)
+        self.h2 = h2.connection.H2Connection(permissive_config(client_side=True))
         self.socket = stream
         self.acknowledge_data = acknowledge_data
         self.responses: dict[int, Response] = {}
@@ -762,153 +751,6 @@ async def test_goaway_from_the_client_lets_its_calls_finish() -> None:
             assert (await client.response(stream_id)).grpc_status == StatusCode.OK
             # Then, with nothing left in flight, the server closes the connection.
             await client.until_closed()
-
-
-# -- a hostile server, against our client ------------------------------------------------------------------
-
-
-async def test_client_keepalive_closes_a_connection_whose_server_stopped_answering() -> None:
-    """The server speaks HTTP/2 (SETTINGS) and then never reads again: our PINGs go unanswered."""
-    server_config = h2.config.H2Configuration(client_side=False, header_encoding=None)
-    handshook = trio.Event()
-
-    async def mute_server(stream: trio.SocketStream) -> None:
-        connection = h2.connection.H2Connection(server_config)
-        connection.initiate_connection()
-        connection.receive_data(await stream.receive_some(65536))
-        await stream.send_all(connection.data_to_send())
-        handshook.set()
-        await trio.sleep_forever()
-
-    settings = ChannelSettings(keepalive_time=0.05, keepalive_timeout=0.2)
-    with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            (listener,) = await nursery.start(partial(trio.serve_tcp, mute_server, 0, host="127.0.0.1"))
-            port = listener.socket.getsockname()[1]
-            async with trio_grpc.Channel(f"127.0.0.1:{port}", settings=settings) as channel:
-                stub = trio_grpc.Stub(channel, SERVICE)
-                with pytest.raises(RpcError) as caught:
-                    await stub.UnaryCall(messages_pb2.SimpleRequest())
-                assert caught.value.code == StatusCode.UNAVAILABLE
-                assert "keepalive" in caught.value.message
-            nursery.cancel_scope.cancel()
-
-
-Answer = Callable[[h2.connection.H2Connection, int], None]
-
-
-@asynccontextmanager
-async def raw_server(answer: Answer) -> AsyncIterator[tuple[str, list[tuple[int, int]]]]:
-    """A server made of h2 that answers each request with `answer(connection, stream_id)`.
-
-    Yields the target and the list of (stream id, error code) of the RST_STREAMs the client sends.
-    """
-    resets: list[tuple[int, int]] = []
-    config = h2.config.H2Configuration(
-        client_side=False, header_encoding=None, validate_outbound_headers=False
-    )
-
-    async def handle(stream: trio.SocketStream) -> None:
-        connection = h2.connection.H2Connection(config)
-        connection.initiate_connection()
-        with contextlib.suppress(trio.BrokenResourceError):
-            await stream.send_all(connection.data_to_send())
-            while data := await stream.receive_some(65536):
-                for event in connection.receive_data(data):
-                    if isinstance(event, h2.events.RequestReceived):
-                        answer(connection, event.stream_id)
-                    elif isinstance(event, h2.events.StreamReset):
-                        resets.append((event.stream_id, event.error_code))
-                    elif isinstance(event, h2.events.DataReceived):
-                        connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                await stream.send_all(connection.data_to_send())
-
-    async with trio.open_nursery() as nursery:
-        (listener, *_) = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
-        yield f"127.0.0.1:{listener.socket.getsockname()[1]}", resets
-        nursery.cancel_scope.cancel()
-
-
-GRPC_HEADERS = [(b":status", b"200"), (b"content-type", b"application/grpc")]
-
-
-async def call_raw_server(answer: Answer, **options: Any) -> tuple[RpcError | None, list[tuple[int, int]]]:
-    """One unary call to a raw server: the error it ended with (None if OK), and the client's resets."""
-    async with raw_server(answer) as (target, resets), trio_grpc.Channel(target) as channel:
-        stub = trio_grpc.Stub(channel, SERVICE)
-        error = None
-        try:
-            await stub.UnaryCall(messages_pb2.SimpleRequest(), **options)
-        except RpcError as exc:
-            error = exc
-        await trio.testing.wait_all_tasks_blocked()  # the server has seen what the client sent
-        return error, list(resets)
-
-
-async def test_client_refuses_a_response_compressed_with_an_unsupported_encoding() -> None:
-    def answer(connection: h2.connection.H2Connection, stream_id: int) -> None:
-        connection.send_headers(stream_id, [*GRPC_HEADERS, (b"grpc-encoding", b"snappy")])
-        connection.send_data(stream_id, frame(b"\x01\x02", flag=1))
-        connection.send_headers(stream_id, [(b"grpc-status", b"0")], end_stream=True)
-
-    with trio.fail_after(TIMEOUT):
-        error, _ = await call_raw_server(answer)
-    assert error is not None and error.code == StatusCode.INTERNAL
-    assert "snappy" in error.message
-
-
-async def test_client_refuses_an_oversized_response_from_its_length_prefix() -> None:
-    """Only the prefix of a 5 MiB response comes: the client fails the call and resets the stream."""
-
-    def answer(connection: h2.connection.H2Connection, stream_id: int) -> None:
-        connection.send_headers(stream_id, GRPC_HEADERS)
-        connection.send_data(stream_id, b"\0" + (5 * MiB).to_bytes(4, "big"))
-
-    with trio.fail_after(TIMEOUT):
-        error, resets = await call_raw_server(answer)
-    assert error is not None and error.code == StatusCode.RESOURCE_EXHAUSTED
-    assert error.message == f"received message larger than max ({5 * MiB} vs. {4 * MiB})"
-    assert resets == [(1, ErrorCodes.CANCEL)]
-
-
-async def test_client_frees_a_stream_the_server_ended_first() -> None:
-    """Trailers before the client's END_STREAM: the client answers RST_STREAM(NO_ERROR) (spec)."""
-
-    def answer(connection: h2.connection.H2Connection, stream_id: int) -> None:
-        connection.send_headers(stream_id, [*GRPC_HEADERS, (b"grpc-status", b"0")], end_stream=True)
-
-    with trio.fail_after(TIMEOUT):
-        async with raw_server(answer) as (target, resets), trio_grpc.Channel(target) as channel:
-            async with trio_grpc.Stub(channel, SERVICE).FullDuplexCall() as call:
-                assert await call.receive() is None
-            assert call.code == StatusCode.OK
-            await trio.testing.wait_all_tasks_blocked()
-            assert resets == [(1, ErrorCodes.NO_ERROR)]
-
-
-@pytest.mark.parametrize(
-    ("headers", "code"),
-    [
-        ([(b":status", b"503")], StatusCode.UNAVAILABLE),
-        ([(b":status", b"404"), (b"content-type", b"text/html")], StatusCode.UNIMPLEMENTED),
-        ([(b":status", b"401")], StatusCode.UNAUTHENTICATED),
-        ([(b":status", b"500")], StatusCode.UNKNOWN),
-        (GRPC_HEADERS, StatusCode.UNKNOWN),  # no grpc-status at all
-        ([*GRPC_HEADERS, (b"grpc-status", b"99")], StatusCode.UNKNOWN),
-        ([*GRPC_HEADERS, (b"grpc-status", b"5"), (b"grpc-message", b"caf%C3%A9%zz")], StatusCode.NOT_FOUND),
-    ],
-)
-async def test_client_synthesizes_a_status_for_broken_responses(
-    headers: list[tuple[bytes, bytes]], code: StatusCode
-) -> None:
-    def answer(connection: h2.connection.H2Connection, stream_id: int) -> None:
-        connection.send_headers(stream_id, headers, end_stream=True)
-
-    with trio.fail_after(TIMEOUT):
-        error, _ = await call_raw_server(answer)
-    assert error is not None and error.code == code
-    if code == StatusCode.NOT_FOUND:
-        assert error.message == "café%zz"  # decoded leniently
 
 
 async def test_rapid_reset_gets_enhance_your_calm_and_other_connections_carry_on() -> None:

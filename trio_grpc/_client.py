@@ -21,14 +21,14 @@ import trio
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
-from ._codec import deserialize, serialize, status_from_trailers
+from ._codec import deserialize, non_grpc_response_error, serialize, status_from_trailers
 from ._compression import ACCEPT_ENCODING, is_supported
-from ._metadata import Metadata, MetadataValue, decode_metadata, encode_metadata
+from ._metadata import Metadata, MetadataValue, decode_metadata, encode_metadata, header_list_size
 from ._service import Kind, MethodSpec
 from ._settings import ChannelSettings
-from ._status import RpcError, StatusCode, status_from_http, status_from_reset
+from ._status import RpcError, StatusCode, status_from_reset
 from ._timeout import format_timeout
-from ._transport import Connection, ErrorCodes, Stream, StreamClosed, fresh
+from ._transport import Connection, ErrorCodes, Stream, StreamClosed, close_at_once, fresh
 
 
 class ClientConnection(Connection):
@@ -67,13 +67,44 @@ class ClientConnection(Connection):
 
     def _on_headers(self, event: h2.events.ResponseReceived) -> None:
         stream = self.streams.get(event.stream_id)
-        if stream is not None:
-            stream.headers = event.headers
-            stream.wake()
+        if stream is None:
+            return
+        stream.headers = event.headers
+        # Decided here, before the DATA that follows in the same read: the body of a response that is not
+        # gRPC (a proxy's HTML error page) is never parsed as messages. The call reads the error instead.
+        error = self.headers_error(event.headers)
+        if error is not None:
+            stream.receive_error = error
+            if event.stream_ended is None:  # nothing more of it is wanted
+                self.reset(stream, ErrorCodes.CANCEL)
+        stream.wake()
+
+    def _on_trailers(self, event: h2.events.TrailersReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        error = self._metadata_too_large(event.headers)
+        if stream is not None and error is not None and stream.receive_error is None:
+            stream.receive_error = error  # the call raises it once it has read the messages before it
+        super()._on_trailers(event)
+
+    def headers_error(self, headers: list[tuple[bytes, bytes]]) -> RpcError | None:
+        """Why response headers end the call before it starts, or None."""
+        return non_grpc_response_error(headers) or self._metadata_too_large(headers)
+
+    def _metadata_too_large(self, headers: list[tuple[bytes, bytes]]) -> RpcError | None:
+        # As grpc-core answers: this call fails, the connection carries on. Past hpack's hard limit (see
+        # _local_settings), h2 has already closed the connection.
+        size, limit = header_list_size(headers), self.limits.max_header_list_size
+        if size <= limit:
+            return None
+        return RpcError(
+            StatusCode.RESOURCE_EXHAUSTED, f"received metadata larger than max ({size} vs. {limit})"
+        )
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         self.draining = True
-        refused = StreamClosed("the server refused the call (GOAWAY)", ErrorCodes.REFUSED_STREAM)
+        refused = StreamClosed(
+            f"the server refused the call ({_describe_goaway(event)})", ErrorCodes.REFUSED_STREAM
+        )
         last_stream_id = event.last_stream_id or 0
         for stream in list(self.streams.values()):
             if stream.id > last_stream_id:
@@ -105,6 +136,14 @@ class ClientConnection(Connection):
         self.h2.send_headers(stream_id, headers)
         self.flush_soon()
         return stream
+
+
+def _describe_goaway(event: h2.events.ConnectionTerminated) -> str:
+    """The code and debug data of a GOAWAY, which say why: `GOAWAY ENHANCE_YOUR_CALM: too_many_pings`."""
+    code = event.error_code
+    name = code.name if isinstance(code, ErrorCodes) else f"error code {code}"
+    debug = (event.additional_data or b"")[:200].decode("ascii", "replace")
+    return f"GOAWAY {name}: {debug}" if debug else f"GOAWAY {name}"
 
 
 def _parse_target(target: str) -> tuple[str, int] | str:
@@ -181,10 +220,18 @@ class Channel:
             except OSError as exc:
                 raise RpcError(StatusCode.UNAVAILABLE, f"cannot connect to {self.target}: {exc}") from None
             if self._tls is not None:
-                stream = await self._tls_handshake(stream)
+                try:
+                    stream = await self._tls_handshake(stream)
+                except trio.Cancelled:  # timed out, or the call's deadline passed: leave no socket open
+                    await close_at_once(stream)
+                    raise
             connection = ClientConnection(stream, self.settings, self._authority, self._scheme)
             self._nursery.start_soon(connection.run)
-            await connection.settings_received.wait()
+            try:
+                await connection.settings_received.wait()
+            except trio.Cancelled:  # a server that never sends SETTINGS keeps no connection of ours alive
+                connection.close()
+                raise
             if connection.lost is not None:
                 hint = " (is it a TLS server? use TLS)" if self._tls is None else ""
                 raise RpcError(StatusCode.UNAVAILABLE, f"{self.target} did not speak HTTP/2{hint}")
@@ -289,16 +336,19 @@ class Call:
             return await operation(*args)
         with trio.move_on_at(self._deadline):
             return await operation(*args)
-        self._fail(RpcError(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
-        raise fresh(self._error)  # type: ignore[type-var,misc]
+        raise self._fail(RpcError(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
 
-    def _fail(self, error: RpcError) -> None:
-        """End the call on our side with `error` (the stream is reset if still open)."""
+    def _fail(self, error: RpcError) -> RpcError:
+        """End the call on our side with `error` (the stream is reset if still open).
+
+        Returns what the call raises from now on: `error`, unless the call had already failed otherwise.
+        """
         if self.code is None:
             self.code, self.message, self.details = error.code, error.message, error.details
             self._error = fresh(error)  # not the instance on its way up: its traceback holds this call
         if self._stream is not None and self._connection is not None:
             self._connection.reset(self._stream, ErrorCodes.CANCEL)
+        return error if self._error is None else fresh(self._error)
 
     def _close(self) -> None:
         if self._stream is None or self._connection is None:
@@ -330,7 +380,8 @@ class Call:
         try:
             await self._connection.send_data(stream, data, end_stream=end_stream)
         except StreamClosed as exc:
-            self._raise_if_failed(self._complete() if stream.ended else self._closed_error(exc))
+            answered = stream.ended or stream.receive_error is not None
+            self._raise_if_failed(self._complete() if answered else self._closed_error(exc))
 
     async def done_writing(self) -> None:
         """Half-close: no more requests."""
@@ -355,8 +406,11 @@ class Call:
             try:
                 headers = await self._bounded(stream.wait_for_headers)
             except StreamClosed as exc:
-                self._raise_if_failed(self._closed_error(exc))
-                return ()
+                raise self._closed_error(exc) from None
+            assert self._connection is not None
+            error = self._connection.headers_error(headers)
+            if error is not None:
+                raise self._fail(error)
             self._check_headers(headers)
         assert self._initial_metadata is not None
         return self._initial_metadata
@@ -373,8 +427,7 @@ class Call:
             self._fail(exc)
             raise
         except StreamClosed as exc:
-            self._raise_if_failed(self._closed_error(exc))
-            raise AssertionError("unreachable") from None
+            raise self._closed_error(exc) from None
         if not self._headers_checked and stream.headers is not None:
             self._check_headers(stream.headers)
         if item is None:
@@ -399,12 +452,18 @@ class Call:
             await self.done_writing()
         response = await self.receive()
         if response is None:
-            self._fail(RpcError(StatusCode.UNIMPLEMENTED, "the server sent no response message"))
-            raise fresh(self._error)  # type: ignore[type-var,misc]
+            raise self._cardinality_violation("the server ended the call with OK and no response message")
         if await self.receive() is not None:
-            self._fail(RpcError(StatusCode.UNIMPLEMENTED, "the server sent more than one response message"))
-            raise fresh(self._error)  # type: ignore[type-var,misc]
+            raise self._cardinality_violation("the server sent more than one response message")
         return response
+
+    def _cardinality_violation(self, what: str) -> RpcError:
+        """INTERNAL, as grpc-go and grpc-java answer a unary response of no message or several.
+
+        It replaces the OK status the server may have ended the call with.
+        """
+        self.code = None
+        return self._fail(RpcError(StatusCode.INTERNAL, f"cardinality violation: {what}"))
 
     def _check_headers(self, headers: list[tuple[bytes, bytes]]) -> None:
         self._headers_checked = True
@@ -419,16 +478,11 @@ class Call:
         """The call's final status from the trailers (or a Trailers-Only response); None if OK."""
         stream = self._stream
         assert stream is not None
-        headers = dict(stream.headers or ())
-        trailers = dict(stream.trailers) if stream.trailers is not None else headers
-        http_status = headers.get(b":status", b"200")
-        if http_status != b"200" and b"grpc-status" not in trailers:
-            status = int(http_status) if http_status.isdigit() else 0
-            error = RpcError(status_from_http(status), f"unexpected HTTP status {http_status.decode()}")
-            self._fail(error)
-            return error
-        code, message, details = status_from_trailers(trailers)
-        self.trailing_metadata = decode_metadata(stream.trailers or stream.headers or ())
+        if stream.receive_error is not None:  # not a gRPC response, or a message we could not accept
+            return self._fail(stream.receive_error)
+        trailers = stream.trailers if stream.trailers is not None else stream.headers or []
+        code, message, details = status_from_trailers(dict(trailers))
+        self.trailing_metadata = decode_metadata(trailers)
         self.code, self.message, self.details = code, message, details
         if code == StatusCode.OK:
             return None
@@ -440,8 +494,7 @@ class Call:
             error = RpcError(StatusCode.UNAVAILABLE, closed.reason)
         else:
             error = RpcError(status_from_reset(closed.reset_code), closed.reason)
-        self._fail(error)
-        return error
+        return self._fail(error)
 
     def _raise_if_failed(self, error: RpcError | None) -> None:
         if error is not None:

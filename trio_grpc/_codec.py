@@ -4,6 +4,7 @@ the status carried in trailers. Pure functions; raise RpcError with the status t
 from __future__ import annotations
 
 import base64
+import http
 import zlib
 from typing import TypeVar
 
@@ -12,7 +13,7 @@ from google.protobuf.message import DecodeError, Message
 from ._compression import DecompressedTooLarge, compress, decompress, is_supported
 from ._framing import encode_message
 from ._metadata import Headers, decode_b64, percent_decode, percent_encode
-from ._status import RpcError, StatusCode
+from ._status import RpcError, StatusCode, status_from_http
 
 M = TypeVar("M", bound=Message)
 
@@ -64,15 +65,52 @@ def status_headers(code: StatusCode, message: str, details: bytes | None) -> Hea
     return headers
 
 
+def is_grpc_content_type(content_type: bytes) -> bool:
+    """`application/grpc`, alone or with a message format (`+proto`) or parameters (`;charset=...`)."""
+    return content_type == b"application/grpc" or content_type.startswith(
+        (b"application/grpc+", b"application/grpc;")
+    )
+
+
+def non_grpc_response_error(headers: Headers) -> RpcError | None:
+    """The status of response headers that do not begin a gRPC response (the spec's HTTP-to-gRPC mapping).
+
+    None when they do: `:status` 200 with a gRPC content-type, or any response carrying a `grpc-status`
+    (Trailers-Only), since the spec says a grpc-status that came must be used. Anything else, an HTML error
+    page from a proxy for one, must not have its body parsed as gRPC messages.
+    """
+    fields = dict(headers)
+    if b"grpc-status" in fields:
+        return None
+    raw_status = fields.get(b":status", b"")
+    content_type = fields.get(b"content-type")
+    if raw_status == b"200" and content_type is not None and is_grpc_content_type(content_type):
+        return None
+    http_status = int(raw_status) if raw_status.isdigit() else 0
+    try:
+        reason = f"HTTP {http_status} {http.HTTPStatus(http_status).phrase}"
+    except ValueError:
+        reason = f"HTTP status {raw_status.decode('ascii', 'replace')!r}"
+    if content_type is None:
+        described = "no content-type"
+    else:
+        described = f"content-type {content_type.decode('ascii', 'replace')!r}"
+    return RpcError(status_from_http(http_status), f"{reason}, {described}: not a gRPC response")
+
+
 def status_from_trailers(trailers: dict[bytes, bytes]) -> tuple[StatusCode, str, bytes | None]:
+    """(code, message, details) from trailers; UNKNOWN when grpc-status is missing or unreadable (spec)."""
+    message = percent_decode(trailers.get(b"grpc-message", b""))
     raw_code = trailers.get(b"grpc-status")
     if raw_code is None:
         return StatusCode.UNKNOWN, "server ended the call without a grpc-status", None
     try:
-        code = StatusCode(int(raw_code))
+        code = StatusCode(int(raw_code)) if raw_code.isdigit() else None
     except ValueError:
-        code = StatusCode.UNKNOWN
-    message = percent_decode(trailers.get(b"grpc-message", b""))
+        code = None
+    if code is None:
+        invalid = f"invalid grpc-status {raw_code.decode('ascii', 'replace')!r}"
+        return StatusCode.UNKNOWN, f"{invalid}: {message}" if message else invalid, None
     raw_details = trailers.get(b"grpc-status-details-bin")
     details = None
     if raw_details is not None:

@@ -66,6 +66,11 @@ def encode_metadata(metadata: Metadata | None) -> Headers:
     return headers
 
 
+def header_list_size(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """The size SETTINGS_MAX_HEADER_LIST_SIZE limits: names and values, plus 32 per field (RFC 9113 6.5.2)."""
+    return sum(32 + len(name) + len(value) for name, value in headers)
+
+
 def decode_b64(value: bytes) -> bytes:
     """Base64 as gRPC sends it: padded or not, standard alphabet. Raises binascii.Error."""
     return base64.b64decode(value + b"=" * (-len(value) % 4), validate=True)
