@@ -393,14 +393,14 @@ async def test_oversized_metadata_fails_the_call_or_past_the_hard_limit_the_conn
                 assert response.grpc_status == StatusCode.RESOURCE_EXHAUSTED
                 assert "metadata larger than max" in response.grpc_message
                 await assert_still_serving(client)
-                # Far over it, still only this call: 10,000 small headers (test_hardening sends a 1 MiB value).
+                # Far over it, still only this call: 10,000 small headers (test_hardening: a 1 MiB value).
                 extra = [(b"x-%d" % n, b"v") for n in range(10_000)]
                 stream_id = await client.request(body=unary_request(), extra=extra)
                 response = await client.response(stream_id)
                 assert response.grpc_status == StatusCode.RESOURCE_EXHAUSTED
                 await assert_still_serving(client)
-                # Past the hard limit (2 MiB decoded; HPACK indexing makes it a few KiB on the wire, a "bomb"):
-                # decoding stops half-way, HPACK state is lost, the connection goes, with ENHANCE_YOUR_CALM.
+                # Past the hard limit (2 MiB decoded, a few KiB on the wire thanks to HPACK indexing: a bomb),
+                # decoding stops half-way, HPACK state is lost: the connection goes, with ENHANCE_YOUR_CALM.
                 await client.request(body=unary_request(), extra=[(b"x-same", b"b" * 4000)] * 600)
                 await client.until_closed()
                 assert client.goaway is not None and client.goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM

@@ -15,8 +15,8 @@ class _Limits:
     #: Largest message this side sends; larger -> RESOURCE_EXHAUSTED raised to the sender.
     max_send_message_size: int = 2**31 - 1
     #: SETTINGS_MAX_HEADER_LIST_SIZE we advertise. A server fails a call whose request headers exceed it
-    #: (RESOURCE_EXHAUSTED) and the connection goes on; only a block past 64 times it (at least 2 MiB), or past
-    #: h2's 64 CONTINUATION frames, closes the connection.
+    #: (RESOURCE_EXHAUSTED) and the connection goes on; only a block past 64 times it (at least 2 MiB), or
+    #: past h2's 64 CONTINUATION frames, closes the connection.
     max_header_list_size: int = 16 * KiB
     #: SETTINGS_MAX_FRAME_SIZE we advertise: the largest frame the peer may send. h2 takes a header block of
     #: at most 64 frames, so this also bounds the largest header block on the wire (4 MiB at 64 KiB).

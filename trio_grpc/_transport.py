@@ -755,7 +755,7 @@ class Connection:
 
 
 def hard_header_list_limit(limits: _Limits) -> int:
-    """Header blocks decoded at all: past it the connection is closed (COMPRESSION_ERROR cannot be avoided)."""
+    """The largest header block decoded at all; past it the connection is closed (HPACK state is lost)."""
     return max(64 * limits.max_header_list_size, 2 * 1024 * 1024)
 
 
