@@ -9,7 +9,8 @@ Theory of operation:
 - Receive backpressure: a stream returns flow-control credit to the peer only while its complete, unread
   messages stay under `stream_read_buffer_size`; once the application reads them, the credit goes back.
   A peer whose messages nobody reads therefore stops at its stream window instead of filling our memory.
-  Connection-level credit goes back as the bytes arrive, so a stalled stream stalls only itself.
+  Connection-level credit goes back as the bytes arrive, so a stalled stream stalls only itself (until the
+  connection's memory budget is spent, below).
 - Memory has a budget. Every byte of a received message held in a buffer (partly received or complete and
   unread) counts against the connection's `connection_memory_budget` and, on a server, against the server's
   `server_memory_budget`. Past a budget, connection-level credit is held back until the application consumes
@@ -17,15 +18,17 @@ Theory of operation:
   bytes dropped: partial messages can never all wait for one another. A connection's worst case is its budget
   plus the connection window it already granted.
 - A peer can end its own stream or its own connection, never more. Every event is handled under one guard
-  (`_handle_event`): an error while handling a stream's event resets that stream; any other error closes this
+  (`_event_failed`): an error while handling a stream's event resets that stream; any other error closes this
   connection with GOAWAY. Nothing a peer sends raises out of `_read_loop`. h2 may already have closed a stream
   whose earlier events we are still handling (a HEADERS and a RST_STREAM read in one batch): calls into h2 for
   a stream first check that h2 still has it open.
 - Memory comes back at once: nothing here forms a reference cycle that outlives the connection (stored
   exceptions are raised as fresh copies, whose tracebacks would otherwise hold the frames holding the stream;
   the event dispatch table is per class, not a dict of bound methods; h2's own cycle is broken at the end).
-- Send backpressure: `send_data` never hands h2 more than the peer's window and waits for WINDOW_UPDATE;
-  it also waits while the outgoing queue holds more than `write_buffer_size` bytes. Frames we must send
+- Send backpressure: `send_data` hands h2 what the peer's windows allow at once and waits for WINDOW_UPDATE
+  only once a window is empty, never for room for a whole message (peers credit only after part of a window
+  is consumed); a send interrupted half-way resets the stream. It also waits while the outgoing queue holds
+  more than `write_buffer_size` bytes. Frames we must send
   whatever happens, in answer to the peer (ACKs, resets), count towards a hard cap: a peer that makes us
   queue more than four times the buffer of them without reading its socket is disconnected.
 This module moves headers and messages. It does not know about paths, handlers, deadlines or compression,
