@@ -272,6 +272,8 @@ class ServerConnection(Connection):
         self._server = server
         self.peer = peer
         self.calls: dict[int, ServicerContext] = {}
+        #: The unsent rest of a message, by stream id, whose send the handler's end interrupted.
+        self._interrupted_sends: dict[int, memoryview] = {}
         self._calls_nursery: trio.Nursery | None = None
         self._draining = False
         self._preface_scope = trio.CancelScope()
@@ -421,6 +423,9 @@ class ServerConnection(Connection):
         stream.on_reset = scope.cancel
         try:
             code, message, details = await self._call_handler(context, handler, scope)
+            rest = self._interrupted_sends.pop(stream.id, None)
+            if rest is not None and not await self._finish_interrupted_send(context, rest):
+                return
             self._answer(context, scope, code, message, details)
         except StreamClosed:
             pass  # the client is gone
@@ -429,7 +434,25 @@ class ServerConnection(Connection):
             self.reset(stream, ErrorCodes.INTERNAL_ERROR)
         finally:
             del self.calls[stream.id]
+            self._interrupted_sends.pop(stream.id, None)
             self.release(stream)
+
+    def _interrupted_mid_message(self, stream: Stream, rest: memoryview) -> None:
+        self._interrupted_sends[stream.id] = rest  # the call's task sends it before the status
+
+    async def _finish_interrupted_send(self, context: ServicerContext, rest: memoryview) -> bool:
+        """Send the rest of a message a handler's send left half-way, so that its status can follow (a chat
+        member cut off while its window was full still learns why); False if it had to be reset instead.
+
+        Past the call's deadline the client has given up: the stream is reset at once."""
+        stream = context._stream
+        with trio.move_on_at(
+            min(context.deadline, trio.current_time() + self._server.settings.finish_message_timeout)
+        ):
+            await self.finish_message(stream, rest)
+            return True
+        self.reset(stream, ErrorCodes.CANCEL)
+        return False
 
     async def _call_handler(
         self, context: ServicerContext, handler: Handler, scope: trio.CancelScope

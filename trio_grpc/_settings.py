@@ -56,6 +56,9 @@ class ServerSettings(_Limits):
     #: budget. Worst case per server: this plus `max_connections` times (`connection_window_size` plus four
     #: `write_buffer_size`).
     server_memory_budget: int = 256 * MiB
+    #: Seconds a call's status waits for the client's window to take the rest of a message that the end of its
+    #: handler interrupted half-sent (trailers cannot follow half a message); past it, RST_STREAM(CANCEL).
+    finish_message_timeout: float = 2.0
     #: Seconds calls in flight get to finish on graceful shutdown before they are cancelled.
     shutdown_grace: float = 5.0
 

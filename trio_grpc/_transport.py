@@ -614,7 +614,7 @@ class Connection:
             stream.local_ended = True
         self.flush_soon()
 
-    async def send_data(self, stream: Stream, data: bytes, end_stream: bool = False) -> None:
+    async def send_data(self, stream: Stream, data: bytes | memoryview, end_stream: bool = False) -> None:
         """Send one message: as much as the peer's windows allow now, the rest as WINDOW_UPDATEs come.
 
         It never waits while window is open. Peers grant credit only once part of their window is used
@@ -667,8 +667,21 @@ class Connection:
                 return
         except BaseException:
             if 0 < offset < total:
-                self.reset(stream, ErrorCodes.CANCEL)
+                self._interrupted_mid_message(stream, view[offset:])
             raise
+
+    def _interrupted_mid_message(self, stream: Stream, rest: memoryview) -> None:
+        """A send stopped with part of its message out: only the rest, or RST_STREAM, may follow it.
+
+        The client resets the stream (its call is being cancelled). The server overrides this to keep `rest`
+        for `finish_message`, so that the call's status can still follow the whole message.
+        """
+        self.reset(stream, ErrorCodes.CANCEL)
+
+    async def finish_message(self, stream: Stream, rest: memoryview) -> None:
+        """Send the rest of a message whose send was interrupted (no other send may run on the stream)."""
+        stream.partial_send = False  # the turn is ours: nobody else may send on the stream now
+        await self.send_data(stream, rest)
 
     def end_stream(self, stream: Stream) -> None:
         if stream.closed is None and not stream.local_ended:
