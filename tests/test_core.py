@@ -830,7 +830,12 @@ async def test_keepalive_pings_are_answered_both_ways() -> None:
         async def UnaryCall(self, request: SimpleRequest, context: Context) -> SimpleResponse:
             return SimpleResponse(payload=request.payload)
 
-    settings = ServerSettings(keepalive_time=0.02, keepalive_timeout=TIMEOUT)
+    settings = ServerSettings(
+        keepalive_time=0.02,
+        keepalive_timeout=TIMEOUT,
+        min_ping_interval_without_data=0,  # the client's PINGs are far too frequent for the default policy
+        keepalive_permit_without_calls=True,
+    )
     channel_settings = ChannelSettings(keepalive_time=0.02, keepalive_timeout=TIMEOUT)
     with trio.fail_after(TIMEOUT):
         async with serving(Service(), settings=settings, channel_settings=channel_settings) as (server, stub):

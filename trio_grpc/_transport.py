@@ -226,6 +226,8 @@ class Connection:
         self._unsent_connection_credit = 0
         #: Why the connection ended, once it has.
         self.lost: StreamClosed | None = None
+        #: Calls that handed h2 HEADERS or DATA: the server's PING policy compares it from PING to PING.
+        self.headers_and_data_sent = 0
         self._ping_ack = trio.Event()
         self._dispatch: dict[type[Any], Callable[[Any], None]] = {
             h2.events.DataReceived: self._on_data,
@@ -424,6 +426,7 @@ class Connection:
         if stream.closed is not None:
             raise stream.closed
         self.h2.send_headers(stream.id, headers, end_stream=end_stream)
+        self.headers_and_data_sent += 1
         if end_stream:
             stream.local_ended = True
         self.flush_soon()
@@ -459,6 +462,7 @@ class Connection:
                 size = min(end - offset, frame_size)
                 h2conn.send_data(stream.id, view[offset : offset + size])
                 offset += size
+            self.headers_and_data_sent += 1
             if offset >= total:
                 stream.partial_send = False
                 if end_stream:
