@@ -291,11 +291,12 @@ async def in_thread(function: Any, *args: Any) -> Any:
 
 
 async def test_grpcio_keepalive_within_the_policy_is_not_kicked() -> None:
-    settings = ServerSettings(min_ping_interval_without_data=0.05, keepalive_permit_without_calls=True)
+    # grpc-core PINGs at most once a second, whatever keepalive_time says: a policy just below that.
+    settings = ServerSettings(min_ping_interval_without_data=0.5, keepalive_permit_without_calls=True)
     options = [
-        ("grpc.keepalive_time_ms", 100),
+        ("grpc.keepalive_time_ms", 1000),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.max_pings_without_data", 0),  # else it stops after two PINGs without data
     ]
     with trio.fail_after(TIMEOUT):
         async with serving(settings) as running:
@@ -304,7 +305,7 @@ async def test_grpcio_keepalive_within_the_policy_is_not_kicked() -> None:
                 call = partial(stub.UnaryCall, messages_pb2.SimpleRequest(response_size=1), timeout=TIMEOUT)
                 await in_thread(call)
                 connection = running.connection()
-                await PingCounter(running, wanted=8).reached.wait()  # 0.8 s of keepalive, no call
+                await PingCounter(running, wanted=4).reached.wait()  # a strike each, were they too soon
                 assert (await in_thread(call)).payload.body == b"r"
                 assert running.server._connections == {connection} and connection.lost is None
 
