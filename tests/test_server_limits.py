@@ -323,14 +323,17 @@ async def test_grpcio_bdp_pings_on_a_large_download_are_not_kicked() -> None:
                 await in_thread(unary)
                 connection = running.connection()
 
+                pings = PingCounter(running)
+
                 def download() -> int:
+                    """Until the server has seen twice a flood's worth of PINGs: as strikes, a GOAWAY."""
                     responses = stub.StreamingOutputCall(request, timeout=TIMEOUT)
-                    received = sum(len(next(responses).payload.body) for _ in range(800))  # 50 MiB
+                    received = 0
+                    while pings.count < 8:  # read across threads: a plain int, enough for this
+                        received += len(next(responses).payload.body)
                     responses.cancel()
                     return received
 
-                pings = PingCounter(running)
-                assert await in_thread(download) == 800 * 64 * 1024
-                assert pings.count > 3  # more than a flood's worth: had they been strikes, a GOAWAY
+                assert await in_thread(download) > 0
                 assert (await in_thread(unary)).payload.body == b"r"
                 assert running.server._connections == {connection} and connection.lost is None

@@ -8,6 +8,7 @@ the handler ends, exactly one status goes back (unless the client is gone).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
@@ -273,8 +274,6 @@ class ServerConnection(Connection):
         self._reset_window_end = 0.0
         #: Its deadline is max_connection_idle after the last stream ended; inf while streams are open.
         self._idle_scope = trio.CancelScope()
-        #: When the last stream ended (or the connection opened); what eviction at the cap compares.
-        self._idle_since = trio.current_time()
         self._ping_strikes = 0
         self._last_ping = -math.inf
         self._sent_at_last_ping = 0
@@ -295,7 +294,7 @@ class ServerConnection(Connection):
             async with trio.open_nursery() as nursery:
                 self._calls_nursery = nursery
                 if settings.max_connection_idle is not None:
-                    self._idle_scope.deadline = self._idle_since + settings.max_connection_idle
+                    self._idle_scope.deadline = trio.current_time() + settings.max_connection_idle
                     nursery.start_soon(self._close_when_idle)
                 await super().run()
         if self._deadline_scope.cancelled_caught and not self._draining:
@@ -529,17 +528,15 @@ class ServerConnection(Connection):
         if self._draining:
             self.close()
             return
-        now = trio.current_time()
-        self._idle_since = now
         idle = self._server.settings.max_connection_idle
         if idle is not None:
-            self._idle_scope.deadline = now + idle
-        self._server._connection_went_idle()
+            self._idle_scope.deadline = trio.current_time() + idle
+        self._server._connection_went_idle(self)
 
     @property
-    def idle_since(self) -> float | None:
-        """Since when the connection has had no open stream; None while it has one, or is going away."""
-        return None if self.streams or self._draining else self._idle_since
+    def is_idle(self) -> bool:
+        """No stream open, and not going away: what eviction at the cap may close."""
+        return not self.streams and not self._draining and self.lost is None
 
     def _on_connection_lost(self) -> None:
         self._idle_scope.cancel()
@@ -606,6 +603,9 @@ class Server:
         self._services: dict[str, ServiceBinding] = {}
         #: Every accepted connection, from the accept (before its TLS handshake) until its socket is closed.
         self._connections: set[ServerConnection] = set()
+        #: Connections in the order they last went idle, oldest first. One that got a stream since stays in
+        #: place until `_longest_idle` meets it (`_on_headers` pays nothing); it rejoins at the end.
+        self._idle_order: collections.OrderedDict[ServerConnection, None] = collections.OrderedDict()
         #: Woken when a connection ends or goes idle: what a new connection waits for at the cap.
         self._vacancy = trio.lowlevel.ParkingLot()
         self._shutdown_started = trio.Event()
@@ -716,6 +716,7 @@ class Server:
             stream = socket_stream if tls is None else trio.SSLStream(socket_stream, tls, server_side=True)
             connection = ServerConnection(self, stream, peer)
             self._connections.add(connection)
+            self._idle_order[connection] = None
             nursery.start_soon(self._serve_connection, connection)
 
     async def _make_room(self) -> None:
@@ -733,21 +734,21 @@ class Server:
                 await self._evict(victim, "closed to make room for a new connection (idle the longest)")
 
     def _longest_idle(self) -> ServerConnection | None:
-        # A scan, but only at the cap or out of descriptors: cheaper overall than keeping connections
-        # ordered by idleness as their streams come and go.
-        victim, victim_since = None, math.inf
-        for connection in self._connections:
-            since = connection.idle_since
-            if since is not None and since < victim_since:
-                victim, victim_since = connection, since
-        return victim
+        while self._idle_order:
+            connection = next(iter(self._idle_order))
+            if connection.is_idle:
+                return connection
+            del self._idle_order[connection]  # busy or going away since it went idle
+        return None
 
     async def _evict(self, victim: ServerConnection, reason: str) -> None:
         victim.close_idle(reason)
         while victim in self._connections:  # not for long: close_idle() bounds its goodbye
             await self._vacancy.park()
 
-    def _connection_went_idle(self) -> None:
+    def _connection_went_idle(self, connection: ServerConnection) -> None:
+        self._idle_order[connection] = None
+        self._idle_order.move_to_end(connection)
         if self._vacancy:
             self._vacancy.unpark_all()
 
@@ -757,6 +758,7 @@ class Server:
             await connection.run()
         finally:
             self._connections.discard(connection)
+            self._idle_order.pop(connection, None)
             await close_at_once(connection.socket)
             self._vacancy.unpark_all()
             log.info("%s: disconnected", connection.peer)
