@@ -700,11 +700,11 @@ class Server:
                 socket_stream = await listener.accept()
             except OSError as exc:  # out of file descriptors (EMFILE, ENFILE) or of kernel memory
                 victim = self._longest_idle()
-                log.warning("accept failed: %s", exc)
                 if victim is None:
+                    log.warning("accept failed: %s", exc)
                     await trio.sleep(0.1)  # back off instead of spinning
                 else:
-                    await self._evict(victim, "closed for want of file descriptors (idle the longest)")
+                    await self._evict(victim, f"idle the longest, closed to make room: accept failed ({exc})")
                 continue
             try:
                 await self._make_room()
