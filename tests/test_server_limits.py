@@ -8,11 +8,13 @@ on trio's mock clock.
 
 from __future__ import annotations
 
+import errno
+import os
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import grpc  # type: ignore[import-untyped]
 import h2.events
@@ -118,6 +120,45 @@ async def test_a_flood_of_silent_connections_does_not_lock_a_client_out() -> Non
                     pass
             for stream in silent:
                 await stream.aclose()
+
+
+class OutOfDescriptorsOnce:
+    """A listener whose next accept, once `fail_next` is set, fails as it does when descriptors run out."""
+
+    def __init__(self, listener: trio.SocketListener) -> None:
+        self._listener = listener
+        self.fail_next = False
+
+    async def accept(self) -> trio.SocketStream:
+        if self.fail_next:
+            self.fail_next = False
+            await trio.lowlevel.checkpoint()
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return await self._listener.accept()
+
+    async def aclose(self) -> None:
+        await self._listener.aclose()
+
+
+async def test_out_of_file_descriptors_below_the_cap_the_longest_idle_connection_makes_room() -> None:
+    service = Service()
+    server = trio_grpc.Server([trio_grpc.bind_service(SERVICE, service)])
+    (tcp_listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    listener = OutOfDescriptorsOnce(tcp_listener)
+    running = Running(server, tcp_listener.socket.getsockname()[1], service)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(server.serve_listeners, [cast(Any, listener)]))
+            async with clients(running, 2) as (first, second):
+                listener.fail_next = True  # for the accept after the one already waiting
+                async with RawClient.connect(running.port) as newcomer:
+                    await assert_still_serving(newcomer)
+                    goaway = await until_goaway(first)
+                    assert goaway.error_code == ErrorCodes.NO_ERROR
+                    async with RawClient.connect(running.port) as next_one:
+                        await assert_still_serving(next_one)
+                    await assert_still_serving(second)
+            await server.shutdown(grace=0.5)
 
 
 # -- idleness ------------------------------------------------------------------------------------------------
