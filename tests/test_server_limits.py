@@ -221,7 +221,7 @@ async def serving_tls(settings: ServerSettings, ca: trustme.CA) -> AsyncIterator
         await server.shutdown(grace=0.5)
 
 
-async def test_tls_handshake_and_preface_share_one_deadline_and_a_stall_harms_no_one(
+async def test_tls_stalls_are_closed_at_the_handshake_timeout_and_harm_no_one(
     tls_ca: trustme.CA,
 ) -> None:
     client_context = ssl.create_default_context()
@@ -235,7 +235,7 @@ async def test_tls_handshake_and_preface_share_one_deadline_and_a_stall_harms_no
             assert await stalled.receive_some(65536) == b""
             assert 0.45 <= trio.current_time() - start < 3
             await stalled.aclose()
-            # TLS, then silence: closed at the same deadline, counted from the accept.
+            # TLS, then no HTTP/2: the same deadline.
             tcp = await trio.open_tcp_stream("127.0.0.1", running.port)
             start = trio.current_time()
             silent = trio.SSLStream(tcp, client_context, server_hostname="localhost")

@@ -28,6 +28,8 @@ class _Limits:
     #: Seconds for the TLS handshake and the peer's HTTP/2 preface and SETTINGS, together.
     handshake_timeout: float = 10.0
     #: Seconds between keepalive PINGs when the connection is otherwise quiet; None: no keepalive PINGs.
+    #: Servers enforce a PING policy (grpc's and ours by default: at most one PING per 5 minutes while they
+    #: send nothing, two hours without calls); PINGing more often gets GOAWAY(ENHANCE_YOUR_CALM).
     keepalive_time: float | None = None
     #: Seconds to wait for a keepalive PING's ACK before closing the connection.
     keepalive_timeout: float = 20.0
