@@ -12,6 +12,7 @@ import argparse
 import functools
 import logging
 import os
+import resource
 import signal
 import ssl
 import sys
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
             tls.load_cert_chain(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as exc:
             sys.exit(f"error: cannot load --tls-cert/--tls-key: {exc}")
+    _raise_open_file_limit()
     try:
         trio.run(serve, args, tls)
     except BaseException as exc:
@@ -153,6 +155,17 @@ def main(argv: list[str] | None = None) -> None:
             raise
         # the port is taken, the address is not ours...
         sys.exit(f"error: cannot listen on {args.host}:{args.port}: {error.strerror or error}")
+
+
+def _raise_open_file_limit() -> None:
+    """Raise the soft limit on open files to the hard one: it is often 1024, where the server's
+    max_connections needs more. (The library leaves process-wide limits to the program.)"""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:  # e.g. an unlimited hard limit the kernel will not take
+            log.warning("cannot raise the open file limit from %d: %s", soft, exc)
 
 
 async def serve(args: argparse.Namespace, tls: ssl.SSLContext | None) -> None:

@@ -834,7 +834,12 @@ async def test_keepalive_pings_are_answered_both_ways(monkeypatch: pytest.Monkey
         async def UnaryCall(self, request: SimpleRequest, context: Context) -> SimpleResponse:
             return SimpleResponse(payload=request.payload)
 
-    settings = ServerSettings(keepalive_time=0.02, keepalive_timeout=TIMEOUT)
+    settings = ServerSettings(
+        keepalive_time=0.02,
+        keepalive_timeout=TIMEOUT,
+        min_ping_interval_without_data=0,  # the client's PINGs are far too frequent for the default policy
+        keepalive_permit_without_calls=True,
+    )
     channel_settings = ChannelSettings(keepalive_time=0.02, keepalive_timeout=TIMEOUT)
     client_acks = count_ping_acks(monkeypatch, trio_grpc._client.ClientConnection, 5)
     server_acks = count_ping_acks(monkeypatch, trio_grpc._server.ServerConnection, 5)

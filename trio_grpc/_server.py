@@ -8,6 +8,7 @@ the handler ends, exactly one status goes back (unless the client is gone).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
@@ -37,6 +38,10 @@ from ._transport import Connection, ErrorCodes, SharedMemoryBudget, Stream, Stre
 log = logging.getLogger("trio_grpc.server")
 
 _GRPC_CONTENT_TYPE = b"application/grpc"
+# What grpc-core and grpc-go allow between PINGs while no stream is open, unless told to permit them.
+_PING_INTERVAL_WITHOUT_CALLS = 2 * 60 * 60.0
+# Seconds an idle connection closed by us has to take its GOAWAY before the socket is closed regardless.
+_GOODBYE_TIME = 1.0
 
 
 class ServicerContext:
@@ -258,6 +263,8 @@ def _why_malformed(headers: list[tuple[bytes, bytes]]) -> str:
 
 
 class ServerConnection(Connection):
+    _EVENT_HANDLERS = {**Connection._EVENT_HANDLERS, h2.events.PingReceived: "_on_ping"}
+
     def __init__(self, server: Server, socket: trio.abc.Stream, peer: str) -> None:
         # h2 takes a malformed request for a connection error; `_on_headers` checks requests itself
         # (`_inspect_headers`) and resets just that stream, as RFC 9113 8.1.1 asks: other calls carry on.
@@ -276,34 +283,61 @@ class ServerConnection(Connection):
         self._interrupted_sends: dict[int, memoryview] = {}
         self._calls_nursery: trio.Nursery | None = None
         self._draining = False
-        self._preface_scope = trio.CancelScope()
+        #: The peer's first SETTINGS arrived: it speaks HTTP/2.
+        self._handshake_done = False
+        #: Around the whole connection. Its deadline bounds the handshake (TLS, preface, SETTINGS), counted
+        #: from the accept; later, the goodbye of an idle connection closed by us.
+        self._deadline_scope = trio.CancelScope()
+        self._deadline_scope.deadline = trio.current_time() + server.settings.handshake_timeout
         self._resets_in_window = 0
         self._reset_window_end = 0.0
         #: Its deadline is max_connection_idle after the last stream ended; inf while streams are open.
         self._idle_scope = trio.CancelScope()
+        self._ping_strikes = 0
+        self._last_ping = -math.inf
+        self._sent_at_last_ping = 0
 
     async def run(self) -> None:
         settings = self._server.settings
-        self._local_settings(
-            {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams}
-        )
-        # h2 takes a stream over the advertised limit for a connection error; `_on_headers` refuses it with
-        # REFUSED_STREAM instead (RFC 9113 5.1.2 allows both), so that the calls in flight carry on.
-        self.h2.local_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = 2**31 - 1
-        self.h2.local_settings.acknowledge()  # in effect at once, and never sent to the peer
-        self._preface_scope.deadline = trio.current_time() + settings.handshake_timeout
-        with self._preface_scope:
+        with self._deadline_scope:
+            if isinstance(self.socket, trio.SSLStream) and not await self._tls_handshake(self.socket):
+                return
+            self._local_settings(
+                {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams}
+            )
+            # h2 takes a stream over the advertised limit for a connection error; `_on_headers` refuses it
+            # with REFUSED_STREAM instead (RFC 9113 5.1.2 allows both), so that the calls in flight carry on.
+            self.h2.local_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = 2**31 - 1
+            self.h2.local_settings.acknowledge()  # in effect at once, and never sent to the peer
             async with trio.open_nursery() as nursery:
                 self._calls_nursery = nursery
                 if settings.max_connection_idle is not None:
                     self._idle_scope.deadline = trio.current_time() + settings.max_connection_idle
                     nursery.start_soon(self._close_when_idle)
                 await super().run()
-        if self._preface_scope.cancelled_caught:
-            log.info("%s: no HTTP/2 preface within %.1fs; closed", self.peer, settings.handshake_timeout)
+        if self._deadline_scope.cancelled_caught and not self._draining:
+            log.info(
+                "%s: no TLS handshake and HTTP/2 SETTINGS within %.1fs; closed",
+                self.peer,
+                settings.handshake_timeout,
+            )
+
+    async def _tls_handshake(self, tls_stream: trio.SSLStream[trio.abc.Stream]) -> bool:
+        """Whether the TLS handshake succeeded and chose HTTP/2; the deadline scope bounds it."""
+        try:
+            await tls_stream.do_handshake()
+        except trio.BrokenResourceError as exc:
+            log.info("%s: TLS handshake failed: %s", self.peer, exc.__cause__ or exc)
+            return False
+        if tls_stream.selected_alpn_protocol() != "h2":
+            log.info("%s: refused: TLS peer did not negotiate HTTP/2 (ALPN h2)", self.peer)
+            return False
+        return True
 
     def _on_remote_settings(self, event: h2.events.RemoteSettingsChanged) -> None:
-        self._preface_scope.deadline = math.inf  # the peer spoke HTTP/2: the handshake is over
+        if not self._handshake_done:  # the peer speaks HTTP/2: no more handshake deadline
+            self._handshake_done = True
+            self._deadline_scope.deadline = math.inf
         super()._on_remote_settings(event)
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
@@ -322,10 +356,35 @@ class ServerConnection(Connection):
             log.warning(
                 "%s: more than %d stream resets in a second; closing the connection", self.peer, limit
             )
-            self.send_goaway(
-                self.h2.highest_inbound_stream_id, ErrorCodes.ENHANCE_YOUR_CALM, b"too many stream resets"
-            )
-            self._connection_lost("too many stream resets")
+            self._enhance_your_calm(b"too many stream resets")
+
+    def _on_ping(self, event: h2.events.PingReceived) -> None:
+        """h2 has queued the ACK. As grpc does, a PING too soon after the last one is a strike, unless we
+        sent HEADERS or DATA in between: then the peer has reason to ping (BDP probes), and strikes clear."""
+        now = trio.current_time()
+        sent = self.headers_and_data_sent
+        if sent != self._sent_at_last_ping:
+            self._sent_at_last_ping = sent
+            self._ping_strikes = 0
+        elif now - self._last_ping < self._min_ping_interval():
+            self._ping_strikes += 1
+        self._last_ping = now
+        limit = self._server.settings.max_ping_strikes
+        if limit is not None and self._ping_strikes > limit and self.lost is None:
+            log.warning("%s: PINGs too often (%d strikes); closing the connection", self.peer, limit + 1)
+            self._enhance_your_calm(b"too_many_pings")
+
+    def _min_ping_interval(self) -> float:
+        settings = self._server.settings
+        if self.streams or settings.keepalive_permit_without_calls:
+            return settings.min_ping_interval_without_data
+        return max(settings.min_ping_interval_without_data, _PING_INTERVAL_WITHOUT_CALLS)
+
+    def _enhance_your_calm(self, debug: bytes) -> None:
+        """Close a connection whose peer abuses it: GOAWAY(ENHANCE_YOUR_CALM), after what is queued."""
+        self.flush_soon()  # answers h2 queued already go first: the GOAWAY is the last frame
+        self.send_goaway(self.h2.highest_inbound_stream_id, ErrorCodes.ENHANCE_YOUR_CALM, debug)
+        self._connection_lost(debug.decode())
 
     def _on_headers(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
@@ -504,11 +563,20 @@ class ServerConnection(Connection):
             self.reset(stream, ErrorCodes.NO_ERROR)
 
     def _stream_released(self) -> None:
-        if self._draining and not self.streams:
+        if self.streams:
+            return
+        if self._draining:
             self.close()
+            return
         idle = self._server.settings.max_connection_idle
-        if idle is not None and not self.streams:
+        if idle is not None:
             self._idle_scope.deadline = trio.current_time() + idle
+        self._server._connection_went_idle(self)
+
+    @property
+    def is_idle(self) -> bool:
+        """No stream open, and not going away: what eviction at the cap may close."""
+        return not self.streams and not self._draining and self.lost is None
 
     def _on_connection_lost(self) -> None:
         self._idle_scope.cancel()
@@ -517,16 +585,27 @@ class ServerConnection(Connection):
         with self._idle_scope:
             await trio.sleep_forever()
         if self.lost is None:
-            log.debug("%s: idle for max_connection_idle; closing", self.peer)
-            self.begin_graceful_close()
+            self.close_idle("idle for max_connection_idle")
+
+    def close_idle(self, reason: str) -> None:
+        """GOAWAY and close a connection without streams; the peer gets a moment to read the GOAWAY."""
+        log.info("%s: %s; closing", self.peer, reason)
+        if not self.streams:  # bounded: a peer that does not read must not keep its place for long
+            goodbye_end = trio.current_time() + _GOODBYE_TIME
+            self._deadline_scope.deadline = min(self._deadline_scope.deadline, goodbye_end)
+        self.begin_graceful_close()
 
     def begin_graceful_close(self) -> None:
         """GOAWAY: the streams the peer opened so far finish, no new ones are taken."""
-        if not self._draining:
-            self._draining = True
-            self.send_goaway(self.h2.highest_inbound_stream_id)
-            if not self.streams:
-                self.close()
+        if self._draining:
+            return
+        self._draining = True
+        if not self._handshake_done:  # it has not spoken HTTP/2: no one to say goodbye to
+            self._deadline_scope.cancel()
+            return
+        self.send_goaway(self.h2.highest_inbound_stream_id)
+        if not self.streams:
+            self.close()
 
     def cancel_calls(self) -> None:
         for context in list(self.calls.values()):
@@ -562,9 +641,14 @@ class Server:
         self.settings = settings or ServerSettings()
         self._methods: dict[str, tuple[MethodSpec, Handler]] = {}
         self._services: dict[str, ServiceBinding] = {}
+        #: Every accepted connection, from the accept (before its TLS handshake) until its socket is closed.
         self._connections: set[ServerConnection] = set()
-        self._connection_slots = trio.Semaphore(self.settings.max_connections)
         self._memory_budget = SharedMemoryBudget(self.settings.server_memory_budget)
+        #: Connections in the order they last went idle, oldest first. One that got a stream since stays in
+        #: place until `_longest_idle` meets it (`_on_headers` pays nothing); it rejoins at the end.
+        self._idle_order: collections.OrderedDict[ServerConnection, None] = collections.OrderedDict()
+        #: Woken when a connection ends or goes idle: what a new connection waits for at the cap.
+        self._vacancy = trio.lowlevel.ParkingLot()
         self._shutdown_started = trio.Event()
         self._shutdown_callbacks: list[Callable[[], None]] = []
         self._serving = 0
@@ -653,48 +737,74 @@ class Server:
         self, listener: trio.SocketListener, tls: ssl.SSLContext | None, nursery: trio.Nursery
     ) -> None:
         while True:
-            await self._connection_slots.acquire()
             try:
                 socket_stream = await listener.accept()
-            except OSError as exc:  # e.g. out of file descriptors: back off instead of spinning
-                self._connection_slots.release()
-                log.warning("accept failed: %s", exc)
-                await trio.sleep(0.1)
+            except OSError as exc:  # out of file descriptors (EMFILE, ENFILE) or of kernel memory
+                victim = self._longest_idle()
+                if victim is None:
+                    log.warning("accept failed: %s", exc)
+                    await trio.sleep(0.1)  # back off instead of spinning
+                else:
+                    await self._evict(victim, f"idle the longest, closed to make room: accept failed ({exc})")
                 continue
+            try:
+                await self._make_room()
             except BaseException:
-                self._connection_slots.release()
+                await close_at_once(socket_stream)
                 raise
-            nursery.start_soon(self._serve_connection, socket_stream, tls)
-
-    async def _serve_connection(self, socket_stream: trio.SocketStream, tls: ssl.SSLContext | None) -> None:
-        peer = _peer_name(socket_stream)
-        stream: trio.abc.Stream = socket_stream
-        try:
-            if tls is not None:
-                ssl_stream = trio.SSLStream(socket_stream, tls, server_side=True)
-                with trio.move_on_after(self.settings.handshake_timeout):
-                    try:
-                        await ssl_stream.do_handshake()
-                    except trio.BrokenResourceError as exc:
-                        log.info("%s: TLS handshake failed: %s", peer, exc.__cause__ or exc)
-                        return
-                if ssl_stream.selected_alpn_protocol() != "h2":
-                    log.info("%s: refused: TLS peer did not negotiate HTTP/2 (ALPN h2)", peer)
-                    return
-                stream = ssl_stream
+            # Counted at once, before its task runs: the next accept must see it.
+            peer = _peer_name(socket_stream)
+            stream = socket_stream if tls is None else trio.SSLStream(socket_stream, tls, server_side=True)
             connection = ServerConnection(self, stream, peer)
             self._connections.add(connection)
-            log.info("%s: connected", peer)
-            try:
-                await connection.run()
-            except Exception:  # the guards below this one failed: this connection ends, the server goes on
-                log.exception("%s: connection failed", peer)
-            finally:
-                self._connections.discard(connection)
-                log.info("%s: disconnected", peer)
+            self._idle_order[connection] = None
+            nursery.start_soon(self._serve_connection, connection)
+
+    async def _make_room(self) -> None:
+        """Return once one more connection fits under max_connections.
+
+        At the cap, the connection idle the longest makes way. If every connection has calls in flight,
+        wait (the next client waits in the listen backlog) until one ends or goes idle: calls in flight
+        are what a server is for, and an idle connection costs its client no more than a reconnection.
+        """
+        while len(self._connections) >= self.settings.max_connections:
+            victim = self._longest_idle()
+            if victim is None:
+                await self._vacancy.park()
+            else:
+                await self._evict(victim, "closed to make room for a new connection (idle the longest)")
+
+    def _longest_idle(self) -> ServerConnection | None:
+        while self._idle_order:
+            connection = next(iter(self._idle_order))
+            if connection.is_idle:
+                return connection
+            del self._idle_order[connection]  # busy or going away since it went idle
+        return None
+
+    async def _evict(self, victim: ServerConnection, reason: str) -> None:
+        victim.close_idle(reason)
+        while victim in self._connections:  # not for long: close_idle() bounds its goodbye
+            await self._vacancy.park()
+
+    def _connection_went_idle(self, connection: ServerConnection) -> None:
+        self._idle_order[connection] = None
+        self._idle_order.move_to_end(connection)
+        if self._vacancy:
+            self._vacancy.unpark_all()
+
+    async def _serve_connection(self, connection: ServerConnection) -> None:
+        log.info("%s: connected", connection.peer)
+        try:
+            await connection.run()
+        except Exception:  # the guards below this one failed: this connection ends, the server goes on
+            log.exception("%s: connection failed", connection.peer)
         finally:
-            await close_at_once(stream)
-            self._connection_slots.release()
+            self._connections.discard(connection)
+            self._idle_order.pop(connection, None)
+            await close_at_once(connection.socket)
+            self._vacancy.unpark_all()
+            log.info("%s: disconnected", connection.peer)
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop accepting, GOAWAY every connection, give calls `grace` seconds, then cancel them."""

@@ -302,6 +302,8 @@ class Connection:
         self._unsent_connection_credit = 0
         #: Why the connection ended, once it has.
         self.lost: StreamClosed | None = None
+        #: Calls that handed h2 HEADERS or DATA: the server's PING policy compares it from PING to PING.
+        self.headers_and_data_sent = 0
         self._ping_ack = trio.Event()
         #: Bytes of received messages this connection holds (see the memory budget above).
         self._held_bytes = 0
@@ -610,6 +612,7 @@ class Connection:
         if not self._h2_stream_open(stream.id):  # h2 would take a forgotten one for a new stream
             raise StreamClosed("stream closed by the peer")
         self.h2.send_headers(stream.id, headers, end_stream=end_stream)
+        self.headers_and_data_sent += 1
         if end_stream:
             stream.local_ended = True
         self.flush_soon()
@@ -647,6 +650,7 @@ class Connection:
                     size = min(end - offset, frame_size)
                     h2conn.send_data(stream.id, view[offset : offset + size])
                     offset += size
+                self.headers_and_data_sent += 1
                 if offset < total:
                     stream.partial_send = True
                     self.flush_soon()
