@@ -315,16 +315,17 @@ class PingCounter:
     def __init__(self, running: Running, wanted: int = 0) -> None:
         connection = running.connection()
         self._handle = connection._dispatch[h2.events.PingReceived]
-        connection._dispatch[h2.events.PingReceived] = self._count
+        # The table is per class: this connection gets its own copy, read from its next read on.
+        connection._dispatch = {**connection._dispatch, h2.events.PingReceived: self._count}
         self.count = 0
         self._wanted = wanted
         self.reached = trio.Event()
 
-    def _count(self, event: h2.events.PingReceived) -> None:
+    def _count(self, connection: Any, event: h2.events.PingReceived) -> None:
         self.count += 1
         if self.count >= self._wanted:
             self.reached.set()
-        self._handle(event)
+        self._handle(connection, event)
 
 
 async def in_thread(function: Any, *args: Any) -> Any:

@@ -752,13 +752,19 @@ class Server:
             except BaseException:
                 await close_at_once(socket_stream)
                 raise
-            # Counted at once, before its task runs: the next accept must see it.
-            peer = _peer_name(socket_stream)
-            stream = socket_stream if tls is None else trio.SSLStream(socket_stream, tls, server_side=True)
-            connection = ServerConnection(self, stream, peer)
-            self._connections.add(connection)
-            self._idle_order[connection] = None
-            nursery.start_soon(self._serve_connection, connection)
+            self._start_connection(socket_stream, tls, nursery)
+
+    def _start_connection(
+        self, socket_stream: trio.SocketStream, tls: ssl.SSLContext | None, nursery: trio.Nursery
+    ) -> None:
+        """Counted at once, before its task runs: the next accept must see it. (A function of its own, so
+        that no local of the accept loop keeps a closed connection alive until the next accept.)"""
+        peer = _peer_name(socket_stream)
+        stream = socket_stream if tls is None else trio.SSLStream(socket_stream, tls, server_side=True)
+        connection = ServerConnection(self, stream, peer)
+        self._connections.add(connection)
+        self._idle_order[connection] = None
+        nursery.start_soon(self._serve_connection, connection)
 
     async def _make_room(self) -> None:
         """Return once one more connection fits under max_connections.

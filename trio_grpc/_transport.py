@@ -417,7 +417,6 @@ class Connection:
     async def _read_loop(self) -> None:
         socket = self.socket
         receive = self.h2.receive_data
-        dispatch = self._dispatch
         cap = self.limits.write_buffer_size * _CONTROL_FRAMES_CAP_FACTOR
         while self.lost is None:
             try:
@@ -435,6 +434,7 @@ class Connection:
                 self._protocol_error(exc)
                 return
             queued = self._outgoing_size
+            dispatch = self._dispatch  # per read, not per event: a test may give one connection its own
             for event in events:
                 handler = dispatch.get(type(event))
                 if handler is not None:
