@@ -84,6 +84,18 @@ class UnaryUnaryMethod(_TypedMethod[RequestT, ResponseT]):
         )
         return cast(ResponseT, response), call
 
+    def open(
+        self,
+        request: RequestT,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        compression: str | None = None,
+    ) -> StreamingCall[RequestT, ResponseT]:
+        """The call as an async context manager, to read its metadata as it comes."""
+        call = self.method.open(request, timeout=timeout, metadata=metadata, compression=compression)
+        return cast(StreamingCall[RequestT, ResponseT], call)
+
 
 class UnaryStreamMethod(_TypedMethod[RequestT, ResponseT]):
     """`async with stub.M(request) as call: async for response in call: ...`"""
