@@ -102,24 +102,45 @@ async def wrong(channel: trio_grpc.Channel) -> None:
 """
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A user's project: demo/counter.proto compiled with `python -m trio_grpc.codegen`, and two programs."""
+def compile_project(root: Path, proto: str, programs: dict[str, str]) -> None:
+    """A user's project: demo/counter.proto compiled with `python -m trio_grpc.codegen`, and programs."""
     pytest.importorskip("grpc_tools")
-    root = tmp_path_factory.mktemp("project")
     (root / "demo").mkdir()
-    (root / "demo" / "counter.proto").write_text(PROTO, encoding="utf-8")
+    (root / "demo" / "counter.proto").write_text(proto, encoding="utf-8")
     outputs = ["--python_out=.", "--pyi_out=.", "--trio_grpc_out=."]
     command = [sys.executable, "-m", "trio_grpc.codegen", "-I.", *outputs, "demo/counter.proto"]
     subprocess.run(command, cwd=root, env=_env(root), check=True, timeout=60)
-    (root / "program.py").write_text(PROGRAM, encoding="utf-8")
-    (root / "wrong.py").write_text(WRONG, encoding="utf-8")
+    for name, source in programs.items():
+        (root / name).write_text(source, encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    compile_project(root, PROTO, {"program.py": PROGRAM, "wrong.py": WRONG})
     return root
 
 
 def _env(root: Path) -> dict[str, str]:
     # The user's project first, then this tree's trio_grpc, as an installed package would be found.
     return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{REPO_ROOT}", "MYPYPATH": str(REPO_ROOT)}
+
+
+def _run(project: Path, program: str) -> str:
+    command = [sys.executable, program]
+    result = subprocess.run(
+        command, cwd=project, env=_env(project), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _mypy(project: Path, *programs: str) -> list[str]:
+    command = [str(MYPY), "--strict", "--cache-dir", str(project / ".mypy_cache"), *programs]
+    result = subprocess.run(
+        command, cwd=project, env=_env(project), capture_output=True, text=True, timeout=300
+    )
+    return result.stdout.splitlines()
 
 
 def test_the_plugin_writes_a_module_with_base_and_stub_and_no_grpcio(project: Path) -> None:
@@ -131,30 +152,14 @@ def test_the_plugin_writes_a_module_with_base_and_stub_and_no_grpcio(project: Pa
 
 
 def test_a_typed_server_and_client_run_all_four_kinds(project: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "program.py"],
-        cwd=project,
-        env=_env(project),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[0] == "42 [0, 1, 2] 5 value: 7"
+    assert _run(project, "program.py").split("\n")[0] == "42 [0, 1, 2] 5 value: 7"
 
 
 def test_mypy_strict_is_clean_reveals_the_types_and_rejects_mistakes(project: Path) -> None:
-    result = subprocess.run(
-        [str(MYPY), "--strict", "--cache-dir", str(project / ".mypy_cache"), "program.py", "wrong.py"],
-        cwd=project,
-        env=_env(project),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    lines = result.stdout.splitlines()
+    lines = _mypy(project, "program.py", "wrong.py")
+    output = "\n".join(lines)
     program = [line for line in lines if line.startswith("program.py")]
-    assert all(": note: Revealed type is" in line for line in program), result.stdout
+    assert all(": note: Revealed type is" in line for line in program), output
     revealed = [line.split("Revealed type is ")[1] for line in program]
     assert revealed == [
         '"demo.counter_pb2.Total"',
@@ -163,11 +168,11 @@ def test_mypy_strict_is_clean_reveals_the_types_and_rejects_mistakes(project: Pa
         '"demo.counter_pb2.Number | None"',
     ]
     wrong = [line for line in lines if line.startswith("wrong.py")]
-    assert len(wrong) == 2, result.stdout
+    assert len(wrong) == 2, output
     assert 'Argument 1 to "__call__" of "UnaryUnaryMethod" has incompatible type "Total"' in wrong[0]
     assert 'wrong.py:8: error: "CounterStub" has no attribute "Cuont"' in wrong[1]
     # Nothing in trio_grpc, its shipped _pb2.pyi files or the generated module: a user has no overrides.
-    assert lines[-1].startswith("Found 2 errors in 1 file"), result.stdout
+    assert lines[-1].startswith("Found 2 errors in 1 file"), output
 
 
 def test_the_plugin_refuses_an_rpc_named_bind(tmp_path: Path) -> None:
@@ -181,3 +186,17 @@ def test_the_plugin_refuses_an_rpc_named_bind(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "service S has an RPC named bind" in result.stderr
+
+
+def _docs_block(language: str) -> str:
+    """The first `language` code block of docs/api.md's "Your own .proto from zero"."""
+    docs = (REPO_ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    section = docs.split("## Your own .proto from zero", 1)[1].split("\n## ", 1)[0]
+    return section.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_docs_example_compiles_runs_and_checks_clean(tmp_path: Path) -> None:
+    compile_project(tmp_path, _docs_block("proto"), {"example.py": _docs_block("python")})
+    assert _run(tmp_path, "example.py") == "42 [0, 1, 2] 5 value: 7\n\n"
+    lines = _mypy(tmp_path, "example.py")
+    assert lines[-1].startswith("Success: no issues found"), "\n".join(lines)
