@@ -147,7 +147,7 @@ def _describe_goaway(event: h2.events.ConnectionTerminated) -> str:
     return f"GOAWAY {name}: {debug}" if debug else f"GOAWAY {name}"
 
 
-# grpcio's name-resolver prefixes in front of host:port; the authority is "dns:[//authority/]host:port".
+# grpcio's resolver prefixes in front of host:port: "dns:[//dns-server/]host:port", "ipv4:", "ipv6:".
 _ADDRESS_SCHEMES = re.compile(r"^(?:dns:(?://[^/]*/)?|ipv4:|ipv6:)")
 
 

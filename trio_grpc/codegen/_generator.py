@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
 
-# Per (client_streaming, server_streaming): the typed stub method class, and how the servicer method reads.
+# The typed stub method class of each (client_streaming, server_streaming) kind.
 _STUB_CLASS = {
     (False, False): "UnaryUnaryMethod",
     (False, True): "UnaryStreamMethod",
