@@ -20,11 +20,10 @@ from collections.abc import AsyncIterator
 
 import trio
 
-from chat._proto.rpc import catalog_pb2, chat_pb2
 from chat.catalog import CatalogService
 from chat.rooms import RoomRegistry, RoomSettings
 from chat.service import ChatService
-from trio_grpc import Server, ServerSettings, bind_service
+from trio_grpc import Server, ServerSettings
 from trio_grpc.health import add_health, parse_status
 from trio_grpc.reflection import add_reflection
 
@@ -178,10 +177,7 @@ async def serve(args: argparse.Namespace, tls: ssl.SSLContext | None) -> None:
         )
     )
     server = Server(
-        [
-            bind_service(chat_pb2.DESCRIPTOR.services_by_name["ChatService"], ChatService(rooms)),
-            bind_service(catalog_pb2.DESCRIPTOR.services_by_name["Catalog"], CatalogService()),
-        ],
+        [ChatService(rooms).bind(), CatalogService().bind()],
         settings=ServerSettings(shutdown_grace=args.grace, max_receive_message_size=args.max_message_size),
     )
     add_health(server, parse_status(os.environ.get("HEALTH")))  # first to hear of shutdown: NOT_SERVING

@@ -10,6 +10,7 @@ from ._server import Server, ServicerContext
 from ._service import ServiceBinding, bind_service
 from ._settings import ChannelSettings, ServerSettings
 from ._status import RpcError, StatusCode
+from ._typed import StreamingCall, StreamStreamMethod, StreamUnaryMethod, UnaryStreamMethod, UnaryUnaryMethod
 
 __all__ = [
     "Call",
@@ -24,7 +25,12 @@ __all__ = [
     "ServiceBinding",
     "ServicerContext",
     "StatusCode",
+    "StreamStreamMethod",
+    "StreamUnaryMethod",
+    "StreamingCall",
     "Stub",
+    "UnaryStreamMethod",
+    "UnaryUnaryMethod",
     "bind_service",
     "health",
     "reflection",

@@ -10,6 +10,7 @@ waiting operation raises RpcError(DEADLINE_EXCEEDED).
 from __future__ import annotations
 
 import math
+import re
 import ssl
 from collections.abc import AsyncIterable, Iterable
 from typing import Any
@@ -146,15 +147,28 @@ def _describe_goaway(event: h2.events.ConnectionTerminated) -> str:
     return f"GOAWAY {name}: {debug}" if debug else f"GOAWAY {name}"
 
 
+# grpcio's resolver prefixes in front of host:port: "dns:[//dns-server/]host:port", "ipv4:", "ipv6:".
+_ADDRESS_SCHEMES = re.compile(r"^(?:dns:(?://[^/]*/)?|ipv4:|ipv6:)")
+
+
 def _parse_target(target: str) -> tuple[str, int] | str:
-    """(host, port) from "host:port", "[v6]:port", "dns:///host:port"; a path from "unix:path"."""
+    """(host, port) from "host:port", "[v6]:port", and grpcio's "dns:///host:port", "ipv4:1.2.3.4:port",
+    "ipv6:[::1]:port"; a path from "unix:path"."""
     if target.startswith("unix:"):
         path = target[len("unix:") :]
         return path[2:] if path.startswith("///") else path
-    host, sep, port = target.removeprefix("dns:///").rpartition(":")
+    host, sep, port = _ADDRESS_SCHEMES.sub("", target).rpartition(":")
     if not sep or not port.isdigit():
-        raise ValueError(f"target {target!r} is not host:port or unix:path")
+        raise ValueError(f"target {target!r} is not host:port, dns:///host:port, ipv4:, ipv6: or unix:path")
     return host.strip("[]"), int(port)
+
+
+def _authority(address: tuple[str, int] | str) -> str:
+    """The :authority of a target: host:port without any scheme, "localhost" for a unix socket."""
+    if isinstance(address, str):
+        return "localhost"
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Channel:
@@ -175,7 +189,7 @@ class Channel:
             tls.set_alpn_protocols(["h2"])
         self._server_hostname = server_hostname
         self.settings = settings or ChannelSettings()
-        authority = server_hostname or (target if isinstance(self._address, tuple) else "localhost")
+        authority = server_hostname or _authority(self._address)
         self._authority = authority.encode()
         self._scheme = b"https" if tls is not None else b"http"
         self._connection: ClientConnection | None = None
@@ -318,7 +332,7 @@ class Call:
 
     async def _start(self) -> None:
         headers = list(self._extra_headers)
-        if self._timeout is not None:
+        if self._deadline != math.inf:  # timeout=math.inf is no deadline, as None is
             headers.append((b"grpc-timeout", format_timeout(self._deadline - trio.current_time())))
         if self._compression is not None:
             headers.append((b"grpc-encoding", self._compression.encode()))

@@ -42,6 +42,7 @@ _GRPC_CONTENT_TYPE = b"application/grpc"
 _PING_INTERVAL_WITHOUT_CALLS = 2 * 60 * 60.0
 # Seconds an idle connection closed by us has to take its GOAWAY before the socket is closed regardless.
 _GOODBYE_TIME = 1.0
+_SEND = "a streaming handler sends its responses with `await context.send(response)` and returns None"
 
 
 class ServicerContext:
@@ -68,6 +69,8 @@ class ServicerContext:
         self._trailing: Headers = []
         self._scope: trio.CancelScope | None = None
         self._shutting_down = False
+        self._code: StatusCode | None = None
+        self._details = ""
         self.deadline = deadline
         self.method = spec.path
         self.peer = connection.peer
@@ -109,6 +112,14 @@ class ServicerContext:
 
     def set_trailing_metadata(self, metadata: Metadata) -> None:
         self._trailing = encode_metadata(metadata)
+
+    def set_code(self, code: StatusCode) -> None:
+        """grpcio's way to end with a status: a handler that then returns ends with `code` (not OK)."""
+        self._code = code
+
+    def set_details(self, details: str) -> None:
+        """The status message that goes with `set_code()` (grpcio's name for it)."""
+        self._details = details
 
     def abort(self, code: StatusCode, message: str = "", details: bytes | None = None) -> NoReturn:
         raise RpcError(code, message, details=details)
@@ -528,6 +539,10 @@ class ServerConnection(Connection):
                     if request is None:
                         raise RpcError(StatusCode.INTERNAL, "the client sent no request message")
                 response = await handler(request, context)
+                if context._code is not None and context._code != StatusCode.OK:  # set_code(), as in grpcio
+                    return context._code, context._details, None
+                if kind.server_streaming and response is not None:
+                    raise RpcError(StatusCode.INTERNAL, f"{context.method} handler returned a value: {_SEND}")
                 if not kind.server_streaming:
                     if response is None:
                         raise RpcError(StatusCode.INTERNAL, f"{context.method} handler returned no response")
@@ -674,12 +689,15 @@ class Server:
     async def serve_tcp(
         self,
         port: int,
-        *,
         host: str | None = None,
+        *,
         tls: ssl.SSLContext | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve on TCP until shutdown; reports the bound port (useful with port 0) through task_status."""
+        """Serve on TCP until shutdown; reports the bound port (useful with port 0) through task_status.
+
+        `host` is positional too, as `nursery.start` passes no keywords: `nursery.start(serve_tcp, 0, host)`.
+        """
         listeners = await trio.open_tcp_listeners(port, host=host)
         bound_port = listeners[0].socket.getsockname()[1]
         await self.serve_listeners(listeners, tls=tls, task_status=task_status, started=bound_port)
