@@ -287,11 +287,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def _place_words(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Sort the positional words into address, action and symbol: `[ADDRESS] (list|describe) [SYMBOL]`
-    or grpcurl's `ADDRESS METHOD`. Sets args.target, args.command, args.symbol and args.rpc."""
+    or grpcurl's `ADDRESS METHOD` (no ADDRESS after --target). Sets target, command, symbol and rpc."""
     words = list(args.words)
-    if words and words[0] not in ACTIONS:
-        if args.target is not None:
-            parser.error(f"the address is given twice: --target {args.target} and {words[0]}")
+    if args.target is None and words and words[0] not in ACTIONS:
         args.target = words.pop(0)
         if not words and args.rpc is None:
             parser.error(f"say what to do with {args.target}: METHOD, list or describe")
