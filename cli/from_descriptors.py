@@ -111,6 +111,7 @@ def _add_tls_arguments(parser: argparse.ArgumentParser) -> None:
     tls.add_argument(
         "--insecure", "-plaintext", action="store_true", help="plaintext HTTP/2 (what `chatserver` serves)"
     )
+    tls.add_argument("-insecure", action=_GrpcurlInsecure, nargs=0, help=argparse.SUPPRESS)
     tls.add_argument(
         "--cacert", "-cacert", metavar="FILE", help="trust the CA certificate(s) in this PEM file"
     )
@@ -132,6 +133,16 @@ def _add_tls_arguments(parser: argparse.ArgumentParser) -> None:
     tls.add_argument(
         "--max-msg-sz", "-max-msg-sz", type=_size, metavar="BYTES", help="largest response (default: 4 MiB)"
     )
+
+
+class _GrpcurlInsecure(argparse.Action):
+    """grpcurl's -insecure is TLS without verification, our --insecure plaintext: say so, not guess."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        parser.error(
+            "-insecure is grpcurl's TLS without certificate checks, which this program does not do; "
+            "for a plaintext server use -plaintext (or --insecure), for a private CA -cacert FILE"
+        )
 
 
 def _add_call_arguments(parser: argparse.ArgumentParser) -> None:

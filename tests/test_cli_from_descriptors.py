@@ -388,6 +388,7 @@ def test_connection_errors(chatserver: ChatServer) -> None:
         ["-msg-template", "list"],
         ["-max-msg-sz", "lots", "list"],
         ["-p", "list"],  # no abbreviations: -p could be -plaintext, -proto or -protoset
+        ["-insecure", "list"],  # grpcurl's: TLS without verification
         ["-plaintext", "not an address", "list"],  # after parsing: still 2, not 1
     ],
 )
