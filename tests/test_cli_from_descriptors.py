@@ -125,23 +125,21 @@ def test_every_kind_against_grpcio(grpcio_servers: dict[str, str], protoset: str
     options = [protoset if option == "PROTOSET" else option for option in SOURCES[source]]
     method = f"{TEST_SERVICE}/"
 
-    unary = call(
-        target, *options, "--rpc", method + "UnaryCall", "-d", '{"response_size": 3}', "-H", "x-user: ann"
+    sizes = '{"responseParameters": [{"size": 1}, {"size": 2}]}'
+    uploads = '{"payload": {"body": "YWFh"}}\n{"payload": {"body": "YQ=="}}\n'
+    request = '{"response_size": 3}'
+    unary, output, input_, duplex = all_at_once(
+        lambda: call(target, *options, "--rpc", method + "UnaryCall", "-d", request, "-H", "x-user: ann"),
+        lambda: call(target, *options, "--rpc", method + "StreamingOutputCall", "-d", sizes),
+        lambda: call(target, *options, "--rpc", method + "StreamingInputCall", "-d", "@", input=uploads),
+        lambda: call(target, *options, "--rpc", method + "FullDuplexCall", "-d", "@", input=sizes + sizes),
     )
     assert unary.code == 0, unary
     assert json_values(unary.stdout) == [{"username": "ann", "payload": {"body": "YWFh"}}]
-
-    sizes = '{"responseParameters": [{"size": 1}, {"size": 2}]}'
-    output = call(target, *options, "--rpc", method + "StreamingOutputCall", "-d", sizes)
     assert output.code == 0, output
     assert json_values(output.stdout) == [{"payload": {"body": "YQ=="}}, {"payload": {"body": "YWE="}}]
-
-    uploads = '{"payload": {"body": "YWFh"}}\n{"payload": {"body": "YQ=="}}\n'
-    input_ = call(target, *options, "--rpc", method + "StreamingInputCall", "-d", "@", input=uploads)
     assert input_.code == 0, input_
     assert json_values(input_.stdout) == [{"aggregatedPayloadSize": 4}]
-
-    duplex = call(target, *options, "--rpc", method + "FullDuplexCall", "-d", "@", input=sizes + sizes)
     assert duplex.code == 0, duplex
     assert len(json_values(duplex.stdout)) == 4
 
