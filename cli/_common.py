@@ -132,3 +132,23 @@ def run(main: Callable[[], Awaitable[int]]) -> None:
         else:
             raise
     sys.exit(code)
+
+
+class UsageError(CliError):
+    """A command line that cannot be run as written: one `error: ...` line and exit code 2, as argparse."""
+
+
+def run_exiting_2_on_usage(main: Callable[[], Awaitable[int]]) -> None:
+    """`run`, except that a UsageError (found after parsing, e.g. a malformed address) exits 2."""
+
+    async def checked() -> int:
+        try:
+            return await main()
+        except BaseException as exc:
+            error = sole_exception(exc)
+            if not isinstance(error, UsageError):
+                raise
+            print(error.line(), file=sys.stderr)
+            return 2
+
+    run(checked)
