@@ -2,7 +2,8 @@
 
 Owns the command line and the chat flow: pick a room, pick a name tag, then typing and receiving run as
 two tasks in one nursery. End of input (Ctrl-D) or Ctrl-C half-closes the call, so the others see "Has
-left the chat"; the room being deleted ends the program with the server's closing message and exit code 0.
+left the chat", and waits LEAVE_WAIT seconds at most for the server to end it; the room being deleted
+ends the program with the server's closing message and exit code 0.
 Terminal handling lives in `cli._console`, error lines in `cli._common`.
 """
 
@@ -26,14 +27,18 @@ from ._console import Console, open_console, printable
 CHAT_SERVICE = chat_pb2.DESCRIPTOR.services_by_name["ChatService"]
 _ROOM_ID = re.compile(r"[0-9a-f]{20}")
 DEFAULT_HOST = "localhost:8080"
+#: Seconds the server gets to end the call after we half-close. The seed's Go server never does; then we
+#: cancel, which the others see as the same "Has left the chat".
+LEAVE_WAIT = 2.0
 
 DESCRIPTION = """\
 Chat in the rooms of a chat server.
 
 Without --create, --list or --delete, chatter lists the rooms, asks which one to join ("Pick a room:",
 a number or a room id) and your name tag, then shows every message as "name: message" while you type
-yours. Ctrl-D or Ctrl-C leaves the room; the others see "Has left the chat". Input may come from a
-pipe as well: one answer per prompt, then one message per line.
+yours. Ctrl-D or Ctrl-C leaves the room; the others see "Has left the chat". Leaving ends our side of
+the call and gives the server 2 seconds to end it; a server that does not is then cut off. Input may
+come from a pipe as well: one answer per prompt, then one message per line.
 """
 
 EPILOG = """\
@@ -220,7 +225,7 @@ async def _chat(stub: Stub, room_id: str, name: str, console: Console) -> None:
             async with trio.open_nursery() as nursery:
                 typing = trio.CancelScope()
                 nursery.start_soon(_on_interrupts, interrupts, typing, nursery.cancel_scope)
-                nursery.start_soon(_type_messages, call, name, console, typing)
+                nursery.start_soon(_type_messages, call, name, console, typing, nursery.cancel_scope)
                 async for message in call:
                     _show(console, message)
                 nursery.cancel_scope.cancel()  # the server ended the call: the room closed, or we left
@@ -237,12 +242,18 @@ async def _on_interrupts(
         typing.cancel()
 
 
-async def _type_messages(call: Call, name: str, console: Console, typing: trio.CancelScope) -> None:
-    """Send typed lines until end of input or Ctrl-C, then half-close: the server ends the call."""
+async def _type_messages(
+    call: Call, name: str, console: Console, typing: trio.CancelScope, chat: trio.CancelScope
+) -> None:
+    """Send typed lines until end of input or Ctrl-C, then half-close: the server should end the call.
+
+    One that does not within LEAVE_WAIT seconds is cut off (cancelling `chat`), so that we always exit."""
     with typing:
         await _send_lines(call, name, console)
     with contextlib.suppress(RpcError):  # the call already ended: receiving reports how
         await call.done_writing()
+    await trio.sleep(LEAVE_WAIT)
+    chat.cancel()
 
 
 async def _send_lines(call: Call, name: str, console: Console) -> None:

@@ -3,6 +3,7 @@ pipes, leaving (end of input, Ctrl-C), the room being deleted, a terminal (pty),
 
 from __future__ import annotations
 
+import concurrent.futures
 import fcntl
 import os
 import re
@@ -15,9 +16,13 @@ import threading
 import time
 from collections.abc import Iterator
 
+import grpc
 import pytest
 
+from chat._proto.rpc import chat_pb2
+from cli.chatter import LEAVE_WAIT
 from cli.chatter import main as chatter_main
+from tests.grpcio_stubs import chat_pb2_grpc
 from tests.test_cli_chatserver import (
     TIMEOUT,
     ChatServer,
@@ -337,3 +342,48 @@ def test_pipe_output_has_no_escape_sequences(chatserver: ChatServer) -> None:
     assert result.code == 0
     assert "\x1b" not in result.stdout and "\r" not in result.stdout
     assert re.fullmatch(r"Ann: Has joined the chat\n", result.stdout)
+
+
+class StubbornChatServer(chat_pb2_grpc.ChatServiceServicer):
+    """The seed's Go server's habit, in grpcio: a half-closed Chat call is never ended by the server."""
+
+    def __init__(self) -> None:
+        self.half_closed = threading.Event()
+        self.cancelled = threading.Event()
+
+    def Chat(
+        self, requests: Iterator[chat_pb2.ChatMessage], context: grpc.ServicerContext
+    ) -> Iterator[chat_pb2.Message]:
+        context.add_callback(self.cancelled.set)
+        for request in requests:
+            if request.HasField("join"):
+                yield chat_pb2.Message(name=request.join.name, message="Has joined the chat")
+        self.half_closed.set()
+        self.cancelled.wait(TIMEOUT)  # only the client's cancel ends the call
+
+
+@pytest.fixture
+def stubborn_server() -> Iterator[tuple[str, StubbornChatServer]]:
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
+    servicer = StubbornChatServer()
+    chat_pb2_grpc.add_ChatServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}", servicer
+    server.stop(grace=None)
+
+
+def test_leaves_a_server_that_never_ends_the_call(
+    stubborn_server: tuple[str, StubbornChatServer], procs: list[Proc]
+) -> None:
+    target, servicer = stubborn_server
+    ann = Proc(command("chatter", "--insecure", "--host", target, "--room", "0" * 20, "--name", "Ann"))
+    procs.append(ann)
+    ann.expect("^Ann: Has joined the chat$")
+    ann.close_stdin()
+    assert servicer.half_closed.wait(TIMEOUT)
+    left = time.monotonic()
+    assert ann.wait() == 0
+    assert LEAVE_WAIT - 0.5 <= time.monotonic() - left <= LEAVE_WAIT + 5  # waited, then gave up
+    assert servicer.cancelled.wait(TIMEOUT)  # the call was cancelled, not left hanging
+    assert ann.lines("stderr") == []
