@@ -27,7 +27,7 @@ from trio_grpc import Server, ServerSettings, bind_service
 from trio_grpc.health import add_health, parse_status
 from trio_grpc.reflection import add_reflection
 
-from ._common import sole_exception
+from ._common import add_version_argument, sole_exception
 
 log = logging.getLogger("chatserver")
 
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_version_argument(parser)
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
     parser.add_argument(
         "--port", type=int, default=8080, help="TCP port; 0 picks a free one (default: %(default)s)"

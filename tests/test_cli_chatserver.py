@@ -311,6 +311,7 @@ def test_graceful_shutdown(chatserver: ChatServer, signum: int) -> None:
         chatserver.proc.signal(signum)
         watch.expect('"status": "NOT_SERVING"')
         member.expect("chat server: chat room is closing")
+        member.expect("^The server is shutting down.$")
         assert member.wait() == 0
         assert chatserver.proc.wait() == 0
         chatserver.proc.expect(f"{signal.Signals(signum).name}: shutting down", "stderr")

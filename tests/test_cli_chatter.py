@@ -20,7 +20,8 @@ import grpc
 import pytest
 
 from chat._proto.rpc import chat_pb2
-from cli.chatter import LEAVE_WAIT
+from cli._common import with_default_port
+from cli.chatter import DEFAULT_PORT, LEAVE_WAIT
 from cli.chatter import main as chatter_main
 from tests.grpcio_stubs import chat_pb2_grpc
 from tests.test_cli_chatserver import (
@@ -92,9 +93,33 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
 
 
 def test_malformed_host_is_one_line() -> None:
-    result = cli("chatter", "--insecure", "--host", "localhost", "--list")
+    result = cli("chatter", "--insecure", "--host", "localhost:http", "--list")
     assert result.code == 1
-    assert result.error_line() == "error: --host 'localhost' is not HOST:PORT (or unix:PATH)"
+    assert result.error_line() == "error: --host 'localhost:http' is not HOST:PORT (or unix:PATH)"
+
+
+@pytest.mark.parametrize(
+    ("host", "target"),
+    [
+        ("localhost", "localhost:8080"),
+        ("10.0.0.1", "10.0.0.1:8080"),
+        ("[::1]", "[::1]:8080"),
+        ("::1", "[::1]:8080"),
+        ("example.com:443", "example.com:443"),
+        ("[::1]:443", "[::1]:443"),
+        ("unix:/run/chat.sock", "unix:/run/chat.sock"),
+    ],
+)
+def test_host_without_a_port_means_8080(host: str, target: str) -> None:
+    # Checked without connecting: the test suite never touches the default port.
+    assert with_default_port(host, DEFAULT_PORT) == target
+
+
+@pytest.mark.parametrize("program", ["chatter", "chatserver"])
+def test_version(program: str) -> None:
+    result = cli(program, "--version")
+    assert (result.code, result.stderr) == (0, "")
+    assert re.fullmatch(rf"{program} \(trio-grpc \d+\.\d+\.\d+\S*\)\n", result.stdout), result
 
 
 def test_create_list_delete(chatserver: ChatServer) -> None:
@@ -181,8 +206,8 @@ def test_two_people_chat_and_leave(chatserver: ChatServer, procs: list[Proc]) ->
     assert bob.wait() == 0
     ann.expect("^Bob: Has left the chat$")
 
-    ann.signal(signal.SIGINT)  # Ctrl-C: Ann leaves just as politely
-    assert ann.wait() == 0
+    ann.signal(signal.SIGINT)  # Ctrl-C: Ann leaves just as politely, and says she was interrupted
+    assert ann.wait() == 130
     listener.expect("^Ann: Has left the chat$")
 
     # pipes get plain lines: no prompt redraws, one's own lines not echoed
@@ -192,7 +217,7 @@ def test_two_people_chat_and_leave(chatserver: ChatServer, procs: list[Proc]) ->
     assert ann.lines("stderr") == [] and bob.lines("stderr") == []
 
     listener.signal(signal.SIGINT)
-    assert listener.wait() == 0
+    assert listener.wait() == 130
 
 
 def test_deleting_the_room_ends_the_chat(chatserver: ChatServer, procs: list[Proc]) -> None:
@@ -205,6 +230,7 @@ def test_deleting_the_room_ends_the_chat(chatserver: ChatServer, procs: list[Pro
     assert chatter(chatserver, "--delete", room).code == 0
     for proc in (ann, listener):
         proc.expect("^chat server: chat room is closing$")
+        proc.expect(f"^Room {room} was deleted.$")
         assert proc.wait() == 0
         assert proc.lines("stderr") == []
 
