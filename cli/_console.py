@@ -5,7 +5,10 @@ Two implementations of one interface:
   line buffering; Ctrl-C still raises SIGINT) so we know what is typed so far. When a message arrives
   mid-typing, the input line is erased (carriage return, cursor up over wrapped rows, erase to end of
   screen), the message printed, and the prompt and partial input drawn again. The saved terminal mode is
-  restored when the console is closed, whatever way the program ends.
+  restored when the console is closed, whatever way the program ends. Job control is followed: on
+  Ctrl-Z (SIGTSTP) the saved mode is given back before the process stops, so the shell gets the terminal
+  as it lent it; on SIGCONT (`fg`) cbreak mode is set again, since the shell has put echo back on (every
+  line would show twice), and the prompt and partial input are drawn again.
 - `PipeConsole` (anything else): plain lines. A prompt is followed by the answer it read, so a
   transcript reads like the interactive session; typed chat lines are not echoed.
 """
@@ -14,10 +17,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import termios
 import tty
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Protocol
+
+import trio
 
 from ._stdin import StdinReader
 
@@ -42,10 +50,21 @@ class Console(Protocol):
         """Give the terminal back as it was."""
 
 
-def open_console() -> Console:
-    if os.isatty(0) and os.isatty(1):
-        return TerminalConsole()
-    return PipeConsole()
+@asynccontextmanager
+async def open_console() -> AsyncIterator[Console]:
+    """A TerminalConsole (following job control meanwhile) when stdin and stdout are a terminal, else a
+    PipeConsole; closed on the way out."""
+    if not (os.isatty(0) and os.isatty(1)):
+        yield PipeConsole()
+        return
+    console = TerminalConsole()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(console.follow_job_control)
+            yield console
+            nursery.cancel_scope.cancel()
+    finally:
+        console.close()
 
 
 def _write(text: str) -> None:
@@ -85,6 +104,19 @@ class TerminalConsole:
 
     def close(self) -> None:
         termios.tcsetattr(0, termios.TCSADRAIN, self._saved_mode)
+
+    async def follow_job_control(self) -> None:
+        """Stop politely on Ctrl-Z, take the terminal back on SIGCONT (see the module docstring)."""
+        with trio.open_signal_receiver(signal.SIGTSTP, signal.SIGCONT) as signals:
+            async for signum in signals:
+                if signum == signal.SIGTSTP:
+                    self.close()
+                    os.kill(os.getpid(), signal.SIGSTOP)  # what SIGTSTP would have done unhandled
+                else:
+                    tty.setcbreak(0, termios.TCSANOW)
+                    if self._prompt is not None:
+                        self._drawn = 0  # the shell has moved the cursor to a line of its own
+                        self._redraw()
 
     async def read_line(self, prompt: str, *, echo: bool = True) -> str | None:
         self._prompt, self._typed = prompt, []

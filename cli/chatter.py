@@ -142,15 +142,12 @@ async def _command(channel: Channel, args: argparse.Namespace) -> int:
         await stub.DeleteChatRoom(chat_pb2.DeleteChatRoomRequest(room_id=args.delete))
         print(f"Chat room deleted: {args.delete}")
     else:
-        console = open_console()
-        try:
+        async with open_console() as console:
             interrupted = await _session(stub, args, console)
-        finally:
-            console.close()
+            if interrupted is None:  # the server ended the call with the closing message
+                console.show(await _why_closed(channel, args.room))
         if interrupted:
             return 130
-        if interrupted is None:  # the server ended the call with the closing message
-            console.show(await _why_closed(channel, args.room))
     return 0
 
 

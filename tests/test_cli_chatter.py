@@ -413,3 +413,55 @@ def test_leaves_a_server_that_never_ends_the_call(
     assert LEAVE_WAIT - 0.5 <= time.monotonic() - left <= LEAVE_WAIT + 5  # waited, then gave up
     assert servicer.cancelled.wait(TIMEOUT)  # the call was cancelled, not left hanging
     assert ann.lines("stderr") == []
+
+
+def _controlling_terminal() -> None:
+    """In the child: a session of its own with stdin (the pty) as its terminal, so Ctrl-Z reaches it."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def _wait_stopped(pid: int) -> None:
+    """Until the child is stopped (waitpid reports that without reaping it), at most TIMEOUT seconds."""
+    status: list[int] = []
+    waiter = threading.Thread(target=lambda: status.append(os.waitpid(pid, os.WUNTRACED)[1]), daemon=True)
+    waiter.start()
+    waiter.join(TIMEOUT)
+    assert status and os.WIFSTOPPED(status[0]), f"process {pid} did not stop: {status}"
+
+
+def test_terminal_after_ctrl_z_and_fg(chatserver: ChatServer, procs: list[Proc]) -> None:
+    room = create_room(chatserver)
+    terminal = Terminal()
+    process = subprocess.Popen(
+        command("chatter", "--insecure", "--host", chatserver.target, "--room", room, "--name", "Ann"),
+        stdin=terminal.slave,
+        stdout=terminal.slave,
+        stderr=terminal.slave,
+        env=clean_env(TERM="xterm"),
+        preexec_fn=_controlling_terminal,
+    )
+    try:
+        terminal.expect("Ann: Has joined the chat\r\n")
+        terminal.type(b"hel")
+        terminal.expect("Ann: hel")
+        terminal.type(b"\x1a")  # Ctrl-Z: the terminal sends SIGTSTP
+        _wait_stopped(process.pid)
+        assert termios.tcgetattr(terminal.slave) == terminal.mode  # the shell gets its terminal back
+
+        process.send_signal(signal.SIGCONT)  # fg
+        terminal.expect("\r\x1b[JAnn: hel")  # the prompt and the partial line, drawn again
+        assert not termios.tcgetattr(terminal.slave)[3] & termios.ECHO  # no double echo
+        bob = member(chatserver, room, "--name", "Bob")
+        procs.append(bob)
+        bob.expect("^Bob: Has joined the chat$")
+        terminal.type(b"lo\r")
+        bob.expect("^Ann: hello$")
+        terminal.type(b"\x04")
+        assert process.wait(TIMEOUT) == 0
+        assert termios.tcgetattr(terminal.slave) == terminal.mode
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        terminal.close()
