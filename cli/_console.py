@@ -21,6 +21,7 @@ import signal
 import sys
 import termios
 import tty
+import unicodedata
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol
@@ -35,6 +36,19 @@ _CONTROL_CHARACTERS = {code: "\ufffd" for code in [*range(0x20), *range(0x7F, 0x
 
 def printable(text: str) -> str:
     return text.translate(_CONTROL_CHARACTERS)
+
+
+def width(text: str) -> int:
+    """Terminal columns `text` takes: 2 for wide (CJK, most emoji), 0 for combining marks and format
+    characters (the zero-width joiner, variation selectors), else 1. A joined emoji sequence may show
+    narrower than this sum; erasing a little too much is the lesser evil."""
+    return sum(_char_width(char) for char in text)
+
+
+def _char_width(char: str) -> int:
+    if unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
 
 
 class Console(Protocol):
@@ -98,7 +112,7 @@ class TerminalConsole:
         tty.setcbreak(0, termios.TCSANOW)
         self._prompt: str | None = None  # None: no line being read
         self._typed: list[str] = []
-        self._drawn = 0  # characters of prompt + input on screen
+        self._drawn = 0  # columns of prompt + input on screen
         self._escape = ""  # an escape sequence (arrow key...) being skipped
         self._unread = ""
 
@@ -161,7 +175,7 @@ class TerminalConsole:
             self._escape = char
         elif char in "\x7f\x08":
             if self._typed:
-                self._typed.pop()
+                _pop_character(self._typed)
                 self._redraw()
         elif char == "\x15":  # Ctrl-U: erase the line
             self._typed.clear()
@@ -172,11 +186,11 @@ class TerminalConsole:
             while self._typed and self._typed[-1] != " ":
                 self._typed.pop()
             self._redraw()
-        elif char.isprintable() or char == "\t":
+        elif char.isprintable() or char == "\t" or unicodedata.category(char) == "Cf":  # Cf: emoji joiners
             char = " " if char == "\t" else char
             self._typed.append(char)
             _write(char)  # the terminal wraps it as it would have wrapped a redraw
-            self._drawn += 1
+            self._drawn += width(char)
         return None
 
     def show(self, line: str) -> None:
@@ -200,7 +214,17 @@ class TerminalConsole:
             self._erase()
         text = (self._prompt or "") + "".join(self._typed)
         _write(text)
-        self._drawn = len(text)
+        self._drawn = width(text)
+
+
+def _pop_character(typed: list[str]) -> None:
+    """Backspace: the last character as seen, with its combining marks and the joiner before it."""
+    while typed and _char_width(typed[-1]) == 0:
+        typed.pop()
+    if typed:
+        typed.pop()
+    while typed and typed[-1] == "\u200d":  # what is left of a joined sequence: its other part goes next
+        typed.pop()
 
 
 class _EndOfInput(Exception):
