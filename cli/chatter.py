@@ -143,9 +143,9 @@ async def _command(channel: Channel, args: argparse.Namespace) -> int:
         print(f"Chat room deleted: {args.delete}")
     else:
         async with open_console() as console:
-            interrupted = await _session(stub, args, console)
+            room, interrupted = await _session(stub, args, console)
             if interrupted is None:  # the server ended the call with the closing message
-                console.show(await _why_closed(channel, args.room))
+                console.show(await _why_closed(channel, room))
         if interrupted:
             return 130
     return 0
@@ -176,20 +176,30 @@ def _create_command(args: argparse.Namespace) -> str:
     return " ".join(words)
 
 
-async def _session(stub: Stub, args: argparse.Namespace, console: Console) -> bool | None:
-    """Pick a room and chat or listen: True if Ctrl-C ended it, None if the room closed, else False."""
-    args.room = args.room or await _pick_room(stub, console, args)
-    if args.listen:
-        return await _listen(stub, args.room, console)
-    name = args.name or await _ask_name(console)
+async def _session(stub: Stub, args: argparse.Namespace, console: Console) -> tuple[str, bool | None]:
+    """Pick a room and chat or listen: the room, and True if Ctrl-C ended it, None if it closed, else False.
+
+    Answers that turn out wrong are asked again: a picked room that does not exist, a name tag taken."""
+    room = args.room or await _pick_room(stub, console, args)
+    name = args.name
     while True:
         try:
-            return await _chat(stub, args.room, name, console)
-        except RpcError as exc:
-            if exc.code != StatusCode.ALREADY_EXISTS or args.name:
+            if args.listen:
+                return room, await _listen(stub, room, console)
+            name = name or await _ask_name(console)
+            return room, await _chat(stub, room, name, console)
+        except Exception as exc:
+            error = sole_exception(exc)
+            if not isinstance(error, RpcError):
                 raise
-            console.show(f"The name tag {name!r} is taken in this room; choose another.")
-            name = await _ask_name(console)
+            if error.code == StatusCode.NOT_FOUND and not args.room:
+                console.show(f"There is no room {room} (any more); pick another.")
+                room = await _pick_room(stub, console, args)
+            elif error.code == StatusCode.ALREADY_EXISTS and not args.name:
+                console.show(f"The name tag {name!r} is taken in this room; choose another.")
+                name = await _ask_name(console)
+            else:
+                raise error from None
 
 
 async def _ask(console: Console, prompt: str) -> str:

@@ -3,6 +3,7 @@ pipes, leaving (end of input, Ctrl-C), the room being deleted, a terminal (pty),
 
 from __future__ import annotations
 
+import codecs
 import concurrent.futures
 import fcntl
 import os
@@ -174,6 +175,24 @@ def test_prompts_reprompt_on_bad_answers(chatserver: ChatServer) -> None:
     assert result.stderr == ""
 
 
+def test_a_room_id_that_does_not_exist_is_asked_again(chatserver: ChatServer) -> None:
+    room = create_room(chatserver)
+    missing = "0" * 20
+    result = chatter(chatserver, input=f"{missing}\nAnn\n1\n")
+    assert result.code == 0, result
+    assert result.stdout.splitlines() == [
+        "Chat rooms:",
+        f"[1]: {room}",
+        f"Pick a room: {missing}",
+        "Enter Name tag: Ann",
+        f"There is no room {missing} (any more); pick another.",
+        "Chat rooms:",
+        f"[1]: {room}",
+        "Pick a room: 1",
+        "Ann: Has joined the chat",  # the name tag is kept
+    ]
+
+
 def test_end_of_input_at_a_prompt(chatserver: ChatServer) -> None:
     create_room(chatserver)
     result = chatter(chatserver, input="")
@@ -293,6 +312,7 @@ class Terminal:
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
         self.mode = termios.tcgetattr(self.slave)
         self._output = ""
+        self._decoder = codecs.getincrementaldecoder("utf-8")()  # a read may end inside a character
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -306,7 +326,7 @@ class Terminal:
             if not data:
                 return
             with self._changed:
-                self._output += data.decode()
+                self._output += self._decoder.decode(data)
                 self._changed.notify_all()
 
     def expect(self, text: str) -> None:
@@ -355,6 +375,40 @@ def test_terminal_keeps_the_typed_line_intact(chatserver: ChatServer, procs: lis
         bob.expect("^Ann: Has left the chat$")
         assert process.wait(TIMEOUT) == 0
         assert termios.tcgetattr(terminal.slave) == terminal.mode  # echo and line mode are back
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        terminal.close()
+
+
+def test_terminal_wide_characters_and_emoji_joiners(chatserver: ChatServer, procs: list[Proc]) -> None:
+    room = create_room(chatserver)
+    terminal = Terminal(columns=10)
+    process = subprocess.Popen(
+        command("chatter", "--insecure", "--host", chatserver.target, "--room", room, "--name", "Ann"),
+        stdin=terminal.slave,
+        stdout=terminal.slave,
+        stderr=terminal.slave,
+        env=clean_env(TERM="xterm"),
+    )
+    try:
+        terminal.expect("Ann: Has joined the chat\r\n")
+        bob = member(chatserver, room, "--name", "Bob")
+        procs.append(bob)
+        terminal.expect("Bob: Has joined the chat\r\n")
+        terminal.type("你好世界".encode())
+        terminal.expect("Ann: 你好世界")  # 5 + 8 columns: two rows of 10
+        bob.send("hi\n")
+        terminal.expect("\x1b[1A\r\x1b[JBob: hi\r\nAnn: 你好世界")  # up one row, then erase
+        terminal.type(b"\x15")  # Ctrl-U
+        terminal.expect("\x1b[1A\r\x1b[JAnn: ")
+
+        woman_technologist = "\U0001f469\u200d\U0001f4bb"
+        terminal.type(f"{woman_technologist}\r".encode())
+        bob.expect(f"^Ann: {woman_technologist}$")  # the joiner is kept
+        terminal.type(b"\x04")
+        assert process.wait(TIMEOUT) == 0
     finally:
         if process.poll() is None:
             process.kill()
