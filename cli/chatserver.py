@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_version_argument(parser)
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
     parser.add_argument(
-        "--port", type=int, default=8080, help="TCP port; 0 picks a free one (default: %(default)s)"
+        "--port", type=_port, default=8080, help="TCP port; 0 picks a free one (default: %(default)s)"
     )
     tls = parser.add_argument_group("TLS (both or neither)")
     tls.add_argument("--tls-cert", metavar="FILE", help="certificate chain, PEM")
@@ -118,6 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="INFO logs a line per connection and per room event (default: %(default)s)",
     )
     return parser
+
+
+def _port(text: str) -> int:
+    """A TCP port number: the kernel would take 99999 modulo 65536 and listen on 34463."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535, not {value}")
+    return value
 
 
 def _positive(text: str) -> int:

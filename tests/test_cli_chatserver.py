@@ -229,6 +229,21 @@ def test_usage_errors_exit_2() -> None:
     assert in_process(chatserver_main, "--history", "20", "--buffer", "10") == 2
 
 
+@pytest.mark.parametrize(
+    ("port", "expected"),
+    [
+        ("99999", "must be 0 to 65535, not 99999"),
+        ("-1", "must be 0 to 65535, not -1"),
+        ("http", "not a port number: 'http'"),
+    ],
+)
+def test_port_out_of_range_is_a_usage_error(port: str, expected: str) -> None:
+    result = cli("chatserver", "--host", "127.0.0.1", "--port", port)
+    assert result.code == 2
+    assert "Traceback" not in result.stderr and "listening" not in result.stderr
+    assert result.stderr.splitlines()[-1] == f"chatserver: error: argument --port: {expected}"
+
+
 def test_port_in_use_is_one_line(chatserver: ChatServer) -> None:
     result = cli("chatserver", "--host", "127.0.0.1", "--port", str(chatserver.port))
     assert result.code == 1
