@@ -419,3 +419,14 @@ def test_bad_certificate_files(tmp_path: Path) -> None:
     result = cli("chatserver", "--tls-cert", missing, "--tls-key", missing)
     assert result.code == 1
     assert result.error_line().startswith("error: cannot load --tls-cert/--tls-key:")
+
+
+def test_interop_server_exits_quietly_on_ctrl_c() -> None:
+    server = Proc([sys.executable, "-m", "tests.interop.server", "--port", "0", "--host", "127.0.0.1"])
+    try:
+        server.expect(r"interop server listening on port \d+")
+        server.signal(signal.SIGINT)
+        assert server.wait() == 130
+        assert server.lines("stderr") == []
+    finally:
+        server.stop()
