@@ -12,6 +12,7 @@ import argparse
 import functools
 import logging
 import os
+import re
 import signal
 import ssl
 import sys
@@ -117,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="INFO logs a line per connection and per room event (default: %(default)s)",
     )
+    parser.add_argument(
+        "--log-wire",
+        action="store_true",
+        help="with --log-level DEBUG: also the header coding of hpack, line by line (metadata values hidden)",
+    )
     return parser
 
 
@@ -148,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    _configure_wire_logging(args.log_wire)
     tls = None
     if args.tls_cert:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -165,6 +172,50 @@ def main(argv: list[str] | None = None) -> None:
             raise
         # the port is taken, the address is not ours...
         sys.exit(f"error: cannot listen on {args.host}:{args.port}: {error.strerror or error}")
+
+
+#: Loggers of the HTTP/2 stack. hpack logs every header it codes, values included, several lines each.
+WIRE_LOGGERS = ("hpack", "h2")
+#: Headers whose values are the protocol's, not the caller's metadata: shown by --log-wire.
+_PROTOCOL_HEADERS = re.compile(rb":.*|grpc-(?!.*-bin$).*|content-type|te|user-agent")
+
+
+def _configure_wire_logging(wanted: bool) -> None:
+    """Keep the HTTP/2 stack's DEBUG lines out unless --log-wire; with it, hide metadata values."""
+    if not wanted:
+        for name in WIRE_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        return
+    for handler in logging.getLogger().handlers:  # a logger's filter would miss its children's records
+        handler.addFilter(_hide_metadata_values)
+
+
+def _hide_metadata_values(record: logging.LogRecord) -> bool:
+    """Rewrite hpack's arguments: a header's value unless it is the protocol's, and raw header blocks."""
+    if record.name.partition(".")[0] not in WIRE_LOGGERS:
+        return True
+    args = record.args if isinstance(record.args, tuple) else ()
+    if isinstance(record.msg, str) and ("%s=%s" in record.msg or "%s: %s" in record.msg):  # name, value
+        name, value, *rest = args
+        record.args = (name, _shown_value(name, value), *rest)
+    else:
+        record.args = tuple(_shown_argument(arg) for arg in args)
+    return True
+
+
+def _shown_argument(arg: object) -> object:
+    if isinstance(arg, tuple) and len(arg) == 2:  # a (name, value) header
+        return (arg[0], _shown_value(arg[0], arg[1]))
+    if isinstance(arg, (bytes, bytearray, memoryview)):  # a coded header block: values inside
+        return f"<{len(arg)} bytes>"
+    return arg
+
+
+def _shown_value(name: object, value: object) -> object:
+    raw_name = name.encode() if isinstance(name, str) else name
+    if isinstance(raw_name, bytes) and _PROTOCOL_HEADERS.fullmatch(raw_name.lower()):
+        return value
+    return "<hidden>"
 
 
 async def serve(args: argparse.Namespace, tls: ssl.SSLContext | None) -> None:

@@ -430,3 +430,24 @@ def test_interop_server_exits_quietly_on_ctrl_c() -> None:
         assert server.lines("stderr") == []
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("wire", [False, True], ids=["DEBUG", "DEBUG --log-wire"])
+def test_debug_log_keeps_the_wire_out_unless_asked_and_never_shows_metadata(wire: bool) -> None:
+    server = start_chatserver("--log-level", "DEBUG", *(["--log-wire"] if wire else []))
+    try:
+        created = cli(
+            "from_descriptors", "--insecure", "--target", server.target,
+            "--rpc", "rpc.ChatService/CreateChatRoom", "-d", "{}", "-H", "authorization: Bearer s3cret-token",
+        )  # fmt: skip
+        assert created.code == 0, created
+        server.proc.expect(r"INFO chat\.rooms: room [0-9a-f]{20} created", "stderr")
+    finally:
+        assert server.stop() == 0
+    log = server.proc.lines("stderr")
+    hpack = [line for line in log if " hpack." in line]
+    assert bool(hpack) == wire, log
+    assert not any("s3cret" in line for line in log), log
+    if wire:  # the protocol's headers are still readable, the caller's metadata is not
+        assert any("b'content-type'" in line and "application/grpc" in line for line in hpack), hpack
+        assert any("b'authorization'" in line and "<hidden>" in line for line in hpack), hpack
