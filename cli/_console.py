@@ -218,13 +218,14 @@ class TerminalConsole:
 
 
 def _pop_character(typed: list[str]) -> None:
-    """Backspace: the last character as seen, with its combining marks and the joiner before it."""
-    while typed and _char_width(typed[-1]) == 0:
-        typed.pop()
-    if typed:
-        typed.pop()
-    while typed and typed[-1] == "\u200d":  # what is left of a joined sequence: its other part goes next
-        typed.pop()
+    """Backspace: the last character as seen, with its combining marks; a joined emoji goes whole."""
+    while typed:
+        while typed and _char_width(typed[-1]) == 0:
+            typed.pop()
+        if typed:
+            typed.pop()
+        if not (typed and typed[-1] == "\u200d"):  # joined to what is before: that goes too
+            return
 
 
 class _EndOfInput(Exception):

@@ -407,6 +407,8 @@ def test_terminal_wide_characters_and_emoji_joiners(chatserver: ChatServer, proc
         woman_technologist = "\U0001f469\u200d\U0001f4bb"
         terminal.type(f"{woman_technologist}\r".encode())
         bob.expect(f"^Ann: {woman_technologist}$")  # the joiner is kept
+        terminal.type(f"e\u0301{woman_technologist}\x7f\x7fok\r".encode())  # backspace: one character as seen
+        bob.expect("^Ann: ok$")
         terminal.type(b"\x04")
         assert process.wait(TIMEOUT) == 0
     finally:
