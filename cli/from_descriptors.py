@@ -29,7 +29,15 @@ from google.protobuf.message import Message
 from trio_grpc import Call, Channel, ChannelSettings, MetadataError, RpcError, StatusCode, Stub
 
 from . import _proto_text
-from ._common import CliError, UsageError, client_tls, rpc_error, run_exiting_2_on_usage, sole_exception
+from ._common import (
+    CliError,
+    UsageError,
+    add_version_argument,
+    client_tls,
+    rpc_error,
+    run_exiting_2_on_usage,
+    sole_exception,
+)
 from ._descriptors import DescriptorSource, FileSource, ReflectionSource, compile_protos, read_descriptor_set
 from ._json_messages import (
     InvalidJson,
@@ -95,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,  # -p would otherwise stand for -plaintext, -proto or -protoset
     )
+    add_version_argument(parser)
     parser.add_argument("words", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--target", metavar="HOST:PORT", help="the server (default: localhost:8080)")
     parser.add_argument(
