@@ -3,8 +3,11 @@
 A Channel owns a nursery in which its connection tasks run; leaving `async with Channel(...)` closes them.
 It keeps one connection and opens a new one when that one is lost or draining after a GOAWAY. A `Call` is
 an async context manager: leaving it before the call ended resets the stream with RST_STREAM(CANCEL).
-The deadline of a call bounds every wait of that call; when it passes, the stream is cancelled and the
-waiting operation raises RpcError(DEADLINE_EXCEEDED).
+The deadline of a call is the earlier of its `timeout` and the effective deadline of the cancel scopes it is
+entered in, and goes to the server as `grpc-timeout`: a handler's calls carry its own deadline onward. It
+bounds every wait of the call; when it passes, the stream is reset. If the enclosing scope's deadline was the
+earlier, that scope is cancelled with it (Trio's own `Cancelled`); if `timeout` was, the waiting operation
+raises RpcError(DEADLINE_EXCEEDED).
 """
 
 from __future__ import annotations
@@ -276,7 +279,7 @@ class Call:
         self._spec = spec
         self._request = request
         self._timeout = timeout
-        self._deadline = math.inf if timeout is None else trio.current_time() + timeout
+        self._deadline = math.inf  # set on entry, from `timeout` and the enclosing cancel scopes
         self._extra_headers = encode_metadata(metadata)
         self._compression = None if compression == "identity" else compression
         self._connection: ClientConnection | None = None
@@ -301,6 +304,9 @@ class Call:
         return self._response_compressed
 
     async def __aenter__(self) -> Call:
+        self._deadline = trio.current_effective_deadline()
+        if self._timeout is not None:
+            self._deadline = min(self._deadline, trio.current_time() + self._timeout)
         await self._bounded(self._start)
         return self
 
@@ -318,7 +324,7 @@ class Call:
 
     async def _start(self) -> None:
         headers = list(self._extra_headers)
-        if self._timeout is not None:
+        if self._deadline != math.inf:
             headers.append((b"grpc-timeout", format_timeout(self._deadline - trio.current_time())))
         if self._compression is not None:
             headers.append((b"grpc-encoding", self._compression.encode()))
