@@ -25,6 +25,7 @@ from chat.rooms import RoomRegistry, RoomSettings
 from chat.service import ChatService
 from trio_grpc import Server, ServerSettings, bind_service
 from trio_grpc.health import add_health, parse_status
+from trio_grpc.interceptors import AccessLog
 from trio_grpc.reflection import add_reflection
 
 from ._common import sole_exception
@@ -116,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="INFO logs a line per connection and per room event (default: %(default)s)",
     )
+    parser.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log a line per call at INFO: method, peer, status, duration; never metadata (default: on)",
+    )
     return parser
 
 
@@ -170,6 +177,7 @@ async def serve(args: argparse.Namespace, tls: ssl.SSLContext | None) -> None:
             bind_service(catalog_pb2.DESCRIPTOR.services_by_name["Catalog"], CatalogService()),
         ],
         settings=ServerSettings(shutdown_grace=args.grace, max_receive_message_size=args.max_message_size),
+        interceptors=[AccessLog()] if args.access_log else [],
     )
     add_health(server, parse_status(os.environ.get("HEALTH")))  # first to hear of shutdown: NOT_SERVING
     add_reflection(server)
