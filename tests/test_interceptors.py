@@ -195,12 +195,12 @@ async def test_server_interceptor_sees_handler_errors_and_the_deadline() -> None
                 await stub.UnaryCall(SimpleRequest(response_size=-1), timeout=0.3)
             assert late.value.code == StatusCode.DEADLINE_EXCEEDED
     outcomes = [entry[:3] for entry in log if entry[1] == "after"]
-    assert outcomes == [
-        ("inner", "after", "NOT_FOUND"),
-        ("outer", "after", "NOT_FOUND"),
-        ("inner", "after", "DEADLINE_EXCEEDED"),
-        ("outer", "after", "DEADLINE_EXCEEDED"),
-    ]
+    assert outcomes[:2] == [("inner", "after", "NOT_FOUND"), ("outer", "after", "NOT_FOUND")]
+    # The server's deadline and the client's RST_STREAM(CANCEL) at its own deadline race: either may end
+    # the call first. Both levels see the same status, whichever it is.
+    [late_code] = {entry[2] for entry in outcomes[2:]}
+    assert [entry[0] for entry in outcomes[2:]] == ["inner", "outer"]
+    assert late_code in ("DEADLINE_EXCEEDED", "CANCELLED"), outcomes
 
 
 class Tagging:
