@@ -26,6 +26,7 @@ from chat.rooms import RoomRegistry, RoomSettings
 from chat.service import ChatService
 from trio_grpc import Server, ServerSettings
 from trio_grpc.health import add_health, parse_status
+from trio_grpc.interceptors import AccessLog
 from trio_grpc.reflection import add_reflection
 
 from ._common import add_version_argument, sole_exception
@@ -122,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-wire",
         action="store_true",
         help="with --log-level DEBUG: also the header coding of hpack, line by line (metadata values hidden)",
+    )
+    parser.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log a line per call at INFO: method, peer, status, duration; never metadata (default: on)",
     )
     return parser
 
@@ -242,6 +249,7 @@ async def serve(args: argparse.Namespace, tls: ssl.SSLContext | None) -> None:
     server = Server(
         [ChatService(rooms).bind(), CatalogService().bind()],
         settings=ServerSettings(shutdown_grace=args.grace, max_receive_message_size=args.max_message_size),
+        interceptors=[AccessLog()] if args.access_log else [],
     )
     add_health(server, parse_status(os.environ.get("HEALTH")))  # first to hear of shutdown: NOT_SERVING
     add_reflection(server)

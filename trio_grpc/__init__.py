@@ -3,7 +3,7 @@
 Serve with `Server` and `bind_service`, call with `Channel` and `Stub`; see docs/api.md.
 """
 
-from . import health, reflection
+from . import health, interceptors, reflection
 from ._client import Call, Channel, Method, Stub
 from ._metadata import Metadata, MetadataError
 from ._server import Server, ServicerContext
@@ -33,5 +33,6 @@ __all__ = [
     "UnaryUnaryMethod",
     "bind_service",
     "health",
+    "interceptors",
     "reflection",
 ]

@@ -3,16 +3,20 @@
 A Channel owns a nursery in which its connection tasks run; leaving `async with Channel(...)` closes them.
 It keeps one connection and opens a new one when that one is lost or draining after a GOAWAY. A `Call` is
 an async context manager: leaving it before the call ended resets the stream with RST_STREAM(CANCEL).
-The deadline of a call bounds every wait of that call; when it passes, the stream is cancelled and the
-waiting operation raises RpcError(DEADLINE_EXCEEDED).
+The deadline of a call is the earlier of its `timeout` and the effective deadline of the cancel scopes it is
+entered in, and goes to the server as `grpc-timeout`: a handler's calls carry its own deadline onward. It
+bounds every wait of the call; when it passes, the stream is reset. If the enclosing scope's deadline was the
+earlier, that scope is cancelled with it (Trio's own `Cancelled`); if `timeout` was, the waiting operation
+raises RpcError(DEADLINE_EXCEEDED).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import ssl
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from typing import Any
 
 import h2.config
@@ -181,8 +185,10 @@ class Channel:
         tls: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
         settings: ChannelSettings | None = None,
+        interceptors: Sequence[ClientInterceptor] = (),
     ) -> None:
         self.target = target
+        self.interceptors = tuple(interceptors)  # the first wraps all the others
         self._address = _parse_target(target)
         self._tls = tls
         if tls is not None:
@@ -272,6 +278,10 @@ class Channel:
         return ssl_stream
 
 
+#: Called with each call before it starts; the async context manager it returns wraps the call (docs/api.md).
+ClientInterceptor = Callable[["Call"], contextlib.AbstractAsyncContextManager[object]]
+
+
 class Call:
     """One RPC in progress. Use as `async with`; see docs/api.md for the operations of each kind."""
 
@@ -288,9 +298,10 @@ class Call:
             raise ValueError(f"unsupported compression {compression!r}")
         self._channel = channel
         self._spec = spec
+        self.method = spec.path
         self._request = request
         self._timeout = timeout
-        self._deadline = math.inf if timeout is None else trio.current_time() + timeout
+        self._deadline = math.inf  # set on entry, from `timeout` and the enclosing cancel scopes
         self._extra_headers = encode_metadata(metadata)
         self._compression = None if compression == "identity" else compression
         self._connection: ClientConnection | None = None
@@ -304,6 +315,18 @@ class Call:
         self.message = ""
         self.details: bytes | None = None
         self.trailing_metadata: tuple[tuple[str, MetadataValue], ...] = ()
+        self._interceptor_exits: contextlib.AsyncExitStack | None = None
+
+    @property
+    def request_metadata(self) -> tuple[tuple[str, MetadataValue], ...]:
+        """The metadata this call sends (interceptors read it before their `yield`)."""
+        return decode_metadata(self._extra_headers)
+
+    def add_metadata(self, metadata: Metadata) -> None:
+        """Add request metadata; only before the call starts, i.e. in an interceptor before its `yield`."""
+        if self._stream is not None:
+            raise RuntimeError("the call has started: its metadata was sent")
+        self._extra_headers.extend(encode_metadata(metadata))
 
     @property
     def done(self) -> bool:
@@ -315,11 +338,37 @@ class Call:
         return self._response_compressed
 
     async def __aenter__(self) -> Call:
-        await self._bounded(self._start)
+        self._deadline = trio.current_effective_deadline()
+        if self._timeout is not None:
+            self._deadline = min(self._deadline, trio.current_time() + self._timeout)
+        if self._channel.interceptors:
+            await self._start_intercepted()
+        else:
+            await self._bounded(self._start)
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def __aexit__(self, *exc_info: Any) -> None:
         self._close()
+        if self._interceptor_exits is not None:
+            # Their `yield` gets what the block raised; they cannot swallow it (the result is ignored).
+            await self._interceptor_exits.__aexit__(*exc_info)
+
+    async def _start_intercepted(self) -> None:
+        """Enter the channel's interceptors in order, then start; if any of it fails, they see how."""
+        exits = self._interceptor_exits = contextlib.AsyncExitStack()
+        try:
+            for interceptor in self._channel.interceptors:
+                await exits.enter_async_context(interceptor(self))
+            await self._bounded(self._start)
+        except BaseException as exc:
+            if self.code is None:  # an interceptor ended it before it started, or it was cancelled
+                failure = (
+                    exc if isinstance(exc, RpcError) else RpcError(StatusCode.CANCELLED, "call cancelled")
+                )
+                self._fail(failure)
+            self._close()
+            await exits.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
 
     def __aiter__(self) -> Call:
         return self
@@ -367,6 +416,9 @@ class Call:
     def _close(self) -> None:
         if self._stream is None or self._connection is None:
             return
+        headers = self._stream.headers
+        if self._interceptor_exits is not None and self._initial_metadata is None and headers is not None:
+            self._check_headers(headers)  # so that interceptors can read it after their `yield`
         if self.code is None:
             self._fail(RpcError(StatusCode.CANCELLED, "call cancelled by the client"))
         elif not self._stream.local_ended:  # the server answered before we half-closed: free the stream

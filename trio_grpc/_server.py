@@ -16,7 +16,8 @@ import os
 import re
 import socket as stdlib_socket
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, NoReturn
 
 import h2.config
@@ -44,6 +45,9 @@ _PING_INTERVAL_WITHOUT_CALLS = 2 * 60 * 60.0
 _GOODBYE_TIME = 1.0
 _SEND = "a streaming handler sends its responses with `await context.send(response)` and returns None"
 
+_Status = tuple[StatusCode, str, bytes | None]  # code, message, details
+_OK: _Status = (StatusCode.OK, "", None)
+
 
 class ServicerContext:
     """What a handler knows about its call, and how it answers beyond returning a value."""
@@ -67,10 +71,15 @@ class ServicerContext:
         self._invocation_metadata: tuple[tuple[str, str | bytes], ...] | None = None
         self._headers_sent = False
         self._trailing: Headers = []
-        self._scope: trio.CancelScope | None = None
+        self._scope: trio.CancelScope | None = None  # of the level running: the handler, or an interceptor
+        self._cancel_requested = False
         self._shutting_down = False
         self._code: StatusCode | None = None
         self._details = ""
+        self._added_initial: Headers | None = None
+        #: The status the call ends with, once known: what an interceptor reads after its `yield`.
+        self.status_code: StatusCode | None = None
+        self.status_message = ""
         self.deadline = deadline
         self.method = spec.path
         self.peer = connection.peer
@@ -110,6 +119,14 @@ class ServicerContext:
         self._send_headers(encode_metadata(metadata))
         await trio.lowlevel.checkpoint()
 
+    def add_initial_metadata(self, metadata: Metadata) -> None:
+        """Add to the initial metadata, sent with the response headers whenever they go (interceptors)."""
+        if self._headers_sent:
+            raise RuntimeError("initial metadata was already sent")
+        if self._added_initial is None:
+            self._added_initial = []
+        self._added_initial.extend(encode_metadata(metadata))
+
     def set_trailing_metadata(self, metadata: Metadata) -> None:
         self._trailing = encode_metadata(metadata)
 
@@ -120,6 +137,10 @@ class ServicerContext:
     def set_details(self, details: str) -> None:
         """The status message that goes with `set_code()` (grpcio's name for it)."""
         self._details = details
+
+    def add_trailing_metadata(self, metadata: Metadata) -> None:
+        """Add to the trailing metadata without replacing what the handler set (interceptors)."""
+        self._trailing.extend(encode_metadata(metadata))
 
     def abort(self, code: StatusCode, message: str = "", details: bytes | None = None) -> NoReturn:
         raise RpcError(code, message, details=details)
@@ -161,9 +182,17 @@ class ServicerContext:
         if self._response_encoding is not None:
             headers.append((b"grpc-encoding", self._response_encoding.encode()))
         headers.append((b"grpc-accept-encoding", ACCEPT_ENCODING))
+        if self._added_initial is not None:
+            headers.extend(self._added_initial)
         headers.extend(metadata)
         self._connection.send_headers(self._stream, headers)
         self._headers_sent = True
+
+    def _cancel(self) -> None:
+        """The client reset the stream, or the server is shutting down: end the call."""
+        self._cancel_requested = True
+        if self._scope is not None:
+            self._scope.cancel()
 
     def _finish(self, code: StatusCode, message: str, details: bytes | None) -> None:
         trailers = status_headers(code, message, details)
@@ -171,6 +200,10 @@ class ServicerContext:
         if not self._headers_sent:  # Trailers-Only
             trailers[:0] = [(b":status", b"200"), (b"content-type", _GRPC_CONTENT_TYPE)]
         self._connection.send_headers(self._stream, trailers, end_stream=True)
+
+
+#: Called with each call's context; the async context manager it returns wraps the call (docs/api.md).
+ServerInterceptor = Callable[[ServicerContext], AbstractAsyncContextManager[object]]
 
 
 class _RequestStream:
@@ -488,15 +521,16 @@ class ServerConnection(Connection):
 
     async def _run_call(self, context: ServicerContext, handler: Handler) -> None:
         stream = context._stream
-        scope = trio.CancelScope(deadline=context.deadline)
-        context._scope = scope
-        stream.on_reset = scope.cancel
+        stream.on_reset = context._cancel
         try:
-            code, message, details = await self._call_handler(context, handler, scope)
+            if self._server._interceptors:
+                status = await self._run_level(context, self._intercepted, context, handler, 0)
+            else:
+                status = await self._run_level(context, self._call_handler, context, handler)
             rest = self._interrupted_sends.pop(stream.id, None)
             if rest is not None and not await self._finish_interrupted_send(context, rest):
                 return
-            self._answer(context, scope, code, message, details)
+            self._answer(context, *status)
         except StreamClosed:
             pass  # the client is gone
         except Exception:  # a fault of ours costs this call, never the connection
@@ -524,55 +558,88 @@ class ServerConnection(Connection):
         self.reset(stream, ErrorCodes.CANCEL)
         return False
 
-    async def _call_handler(
-        self, context: ServicerContext, handler: Handler, scope: trio.CancelScope
-    ) -> tuple[StatusCode, str, bytes | None]:
-        """Run the handler within `scope`; the status it ended with (OK if it returned)."""
-        kind = context._spec.kind
+    async def _run_level(
+        self, context: ServicerContext, body: Callable[..., Awaitable[_Status | None]], *args: Any
+    ) -> _Status:
+        """Run `body(*args)` in a cancel scope that holds the call's deadline and cancellation; its status.
+
+        Without interceptors there is one level: the handler. Each interceptor adds one around the levels
+        inside it: while an inner level runs, it holds the deadline and is what a reset or shutdown cancels,
+        and the outer one takes them back when it ends. So an interceptor's own code is bounded by the
+        deadline, and it still sees the status of what it wraps (a Cancelled caught by an outer scope would
+        end the outer levels before they could look).
+        """
+        outer = context._scope
+        if outer is not None:
+            if outer.cancel_called:  # reset or shut down before this level began
+                return self._cancelled_status(context)
+            outer.deadline = math.inf
+        scope = context._scope = trio.CancelScope(deadline=context.deadline)
         try:
             with scope:
-                if kind.client_streaming:
-                    request: Any = _RequestStream(context)
-                else:
-                    # No schedule point: this task has only just started, it has no one to be fair to.
-                    request = await context._receive(schedule_point=False)
-                    if request is None:
-                        raise RpcError(StatusCode.INTERNAL, "the client sent no request message")
-                response = await handler(request, context)
-                if context._code is not None and context._code != StatusCode.OK:  # set_code(), as in grpcio
-                    return context._code, context._details, None
-                if kind.server_streaming and response is not None:
-                    raise RpcError(StatusCode.INTERNAL, f"{context.method} handler returned a value: {_SEND}")
-                if not kind.server_streaming:
-                    if response is None:
-                        raise RpcError(StatusCode.INTERNAL, f"{context.method} handler returned no response")
-                    await context.send(response)
+                status = await body(*args) or _OK
         # Outside the scope: an exception group from a handler's nursery that also held our scope's
         # Cancelled comes out of the scope without it, and must not escape into the connection.
         except Exception as exc:
             # In a function of its own: a local here holding the exception would hold, through its traceback,
             # this very frame, a cycle that keeps the call's stream alive until the cyclic GC runs.
-            return _status_of_failure(context, exc)
-        return StatusCode.OK, "", None
+            status = _status_of_failure(context, exc)
+        finally:
+            if outer is not None:
+                context._scope = outer
+                outer.deadline = context.deadline
+                if context._cancel_requested:
+                    outer.cancel()
+        return self._cancelled_status(context) if scope.cancelled_caught else status
+
+    @staticmethod
+    def _cancelled_status(context: ServicerContext) -> _Status:
+        if context._stream.closed is not None:
+            return StatusCode.CANCELLED, "the client cancelled the call", None  # not sent: nobody to hear it
+        if context._shutting_down:
+            return StatusCode.UNAVAILABLE, "server is shutting down", None
+        return StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", None
+
+    async def _intercepted(self, context: ServicerContext, handler: Handler, index: int) -> _Status:
+        """Interceptor `index` around the levels inside it (the next interceptors, then the handler)."""
+        interceptors = self._server._interceptors
+        async with interceptors[index](context):
+            if index + 1 < len(interceptors):
+                status = await self._run_level(context, self._intercepted, context, handler, index + 1)
+            else:
+                status = await self._run_level(context, self._call_handler, context, handler)
+            context.status_code, context.status_message = status[0], status[1]
+        return status
+
+    async def _call_handler(self, context: ServicerContext, handler: Handler) -> _Status | None:
+        """Receive the request (unary kinds), run the handler, send its response (unary responses); the
+        status a handler set with `set_code()`, if any."""
+        kind = context._spec.kind
+        if kind.client_streaming:
+            request: Any = _RequestStream(context)
+        else:
+            # No schedule point: this task has only just started, it has no one to be fair to.
+            request = await context._receive(schedule_point=False)
+            if request is None:
+                raise RpcError(StatusCode.INTERNAL, "the client sent no request message")
+        response = await handler(request, context)
+        if context._code is not None and context._code != StatusCode.OK:  # set_code(), as in grpcio
+            return context._code, context._details, None
+        if kind.server_streaming and response is not None:
+            raise RpcError(StatusCode.INTERNAL, f"{context.method} handler returned a value: {_SEND}")
+        if not kind.server_streaming:
+            if response is None:
+                raise RpcError(StatusCode.INTERNAL, f"{context.method} handler returned no response")
+            await context.send(response)
+        return None
 
     def _answer(
-        self,
-        context: ServicerContext,
-        scope: trio.CancelScope,
-        code: StatusCode,
-        message: str,
-        details: bytes | None,
+        self, context: ServicerContext, code: StatusCode, message: str, details: bytes | None
     ) -> None:
         """Send the call's status, unless nobody can receive it."""
         stream = context._stream
         if stream.closed is not None:
             return  # the client is gone, or a send cut off mid-message reset the stream
-        if scope.cancelled_caught:
-            if context._shutting_down:
-                code, message = StatusCode.UNAVAILABLE, "server is shutting down"
-            else:
-                code, message = StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"
-            details = None
         context._finish(code, message, details)
         if not stream.ended:
             self.reset(stream, ErrorCodes.NO_ERROR)
@@ -625,8 +692,7 @@ class ServerConnection(Connection):
     def cancel_calls(self) -> None:
         for context in list(self.calls.values()):
             context._shutting_down = True
-            if context._scope is not None:
-                context._scope.cancel()
+            context._cancel()
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:
@@ -651,9 +717,14 @@ class Server:
     """
 
     def __init__(
-        self, services: Iterable[ServiceBinding] = (), *, settings: ServerSettings | None = None
+        self,
+        services: Iterable[ServiceBinding] = (),
+        *,
+        settings: ServerSettings | None = None,
+        interceptors: Sequence[ServerInterceptor] = (),
     ) -> None:
         self.settings = settings or ServerSettings()
+        self._interceptors = tuple(interceptors)  # the first wraps all the others
         self._methods: dict[str, tuple[MethodSpec, Handler]] = {}
         self._services: dict[str, ServiceBinding] = {}
         #: Every accepted connection, from the accept (before its TLS handshake) until its socket is closed.
