@@ -5,7 +5,6 @@ The service is the interop TestService; every test is bounded by trio.fail_after
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -121,14 +120,7 @@ class Echo:
         return SimpleResponse(username="echo")
 
 
-async def test_timeout_inf_means_no_deadline() -> None:
-    service = Echo()
-    async with serving(service) as channel:
-        stub = test_trio_grpc.TestServiceStub(channel)
-        assert (await stub.UnaryCall(SimpleRequest(), timeout=math.inf)).username == "echo"
-        with trio.CancelScope():  # a scope with no deadline sets none either
-            assert (await stub.UnaryCall(SimpleRequest())).username == "echo"
-    assert service.deadlines == [math.inf, math.inf]
+# timeout=math.inf and a scope without a deadline: tests/test_deadline_propagation.py
 
 
 @pytest.mark.parametrize(
