@@ -8,6 +8,9 @@ Scenarios (each one a fixed gRPC request body POSTed by h2load, the client that 
 - unary:  UnaryCall echo of a small payload; requests/s.
 - stream: StreamingOutputCall, one request asking for many small responses; messages/s.
 - large:  UnaryCall echo of a 1 MiB payload; MiB/s of payload echoed (each way).
+- stream100: StreamingOutputCall, 1,000 responses of 100 B per call; messages/s.
+- stream64k: StreamingOutputCall, 100 responses of 64 KiB per call, to a client with 1 MiB stream and
+  16 MiB connection windows (as grpc clients grow theirs); MiB/s of response payload.
 
 Method: every server runs as its own process pinned to core 0, h2load (one thread) is pinned to core 1, so
 each server gets one core's worth and the load generator never competes with it. Before the load, each
@@ -47,6 +50,7 @@ from bench.servers import (
     StreamRequest,
     StreamResponse,
     frame,
+    installed_servers,
 )
 from tests.interop._proto.grpc.testing import messages_pb2
 
@@ -58,6 +62,7 @@ LABELS = {
     "bare_h2": "bare h2 (ceiling)",
 }
 MiB = 1 << 20
+SCENARIOS = ("unary", "stream", "large", "stream100", "stream64k")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +77,8 @@ class Scenario:
     requests: int
     clients: int
     streams: int
+    unit: str = ""  # req/s unless msg/s (messages x calls) or MiB/s (payload x calls)
+    h2load_flags: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +145,42 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
             2,
         ),
     ]
+    all_scenarios.append(_streaming("stream100", 1000, 100, args.requests * 10 // 1000, args, ()))
+    all_scenarios.append(
+        _streaming(
+            "stream64k",
+            100,
+            64 * 1024,
+            args.large_requests // 8,
+            args,
+            ("--window-bits=20", "--connection-window-bits=24"),
+        )
+    )
     return [scenario for scenario in all_scenarios if scenario.name in args.scenarios]
+
+
+def _streaming(
+    name: str, messages: int, size: int, requests: int, args: argparse.Namespace, flags: tuple[str, ...]
+) -> Scenario:
+    """StreamingOutputCall: `messages` responses of `size` bytes per call."""
+    request = StreamRequest(response_parameters=[messages_pb2.ResponseParameters(size=size)] * messages)
+    response = frame(StreamResponse(payload=messages_pb2.Payload(body=bytes(size))).SerializeToString())
+    big = size >= 64 * 1024
+    clients, streams = (2, 2) if big else (args.clients, args.streams)
+    return Scenario(
+        name,
+        f"Server streaming, {messages:,} x {size:,} B responses per call",
+        STREAM_PATH,
+        frame(request.SerializeToString()),
+        messages * len(response),
+        messages,
+        messages * size,
+        max(requests, clients * streams),
+        clients,
+        streams,
+        unit="MiB/s" if big else "msg/s",
+        h2load_flags=flags,
+    )
 
 
 # -- servers ---------------------------------------------------------------------------------------------
@@ -216,6 +258,7 @@ def h2load_command(
         f"--data={body}",
         "--header=content-type: application/grpc",
         "--header=te: trailers",
+        *scenario.h2load_flags,
     ]
     if log is not None:
         command.append(f"--log-file={log}")
@@ -283,7 +326,7 @@ def load_average() -> str:
 
 
 def throughput(scenario: Scenario, result: Result) -> tuple[str, float]:
-    if scenario.name == "large":
+    if scenario.name == "large" or scenario.unit == "MiB/s":
         return "MiB/s", result.requests_per_second * scenario.payload / MiB
     if scenario.messages > 1:
         return "msg/s", result.requests_per_second * scenario.messages
@@ -350,8 +393,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--size", type=int, default=16, help="payload bytes of the small messages (default 16)"
     )
     parser.add_argument("--stream-messages", type=int, default=100, help="responses per streaming call (100)")
-    parser.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated subset of {SERVERS}")
-    parser.add_argument("--scenarios", default="unary,stream,large", help="comma-separated subset")
+    parser.add_argument(
+        "--servers",
+        default=",".join(installed_servers()),
+        help=f"comma-separated subset of {SERVERS} (default: those installed)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)",
+    )
     parser.add_argument(
         "--no-pin", action="store_true", help="do not pin server and h2load to separate cores"
     )
@@ -370,7 +421,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     if unknown := set(args.servers) - set(SERVERS):
         parser.error(f"unknown servers: {sorted(unknown)}")
-    if unknown := set(args.scenarios) - {"unary", "stream", "large"}:
+    if unknown := set(args.scenarios) - set(SCENARIOS):
         parser.error(f"unknown scenarios: {sorted(unknown)}")
     if args.h2load is None:
         parser.error("h2load not found: apt-get install nghttp2-client, or pass --h2load")

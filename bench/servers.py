@@ -22,6 +22,7 @@ import argparse
 import collections
 import contextlib
 import functools
+import importlib.util
 import logging
 import os
 import signal
@@ -36,6 +37,13 @@ SERVICE = "grpc.testing.TestService"
 UNARY_PATH = f"/{SERVICE}/UnaryCall"
 STREAM_PATH = f"/{SERVICE}/StreamingOutputCall"
 SERVERS = ("trio_grpc", "grpc_aio", "grpclib", "bare_h2")
+#: The module each server needs beyond trio_grpc's own dependencies (peers may not be installed).
+_NEEDS = {"grpc_aio": "grpc", "grpclib": "grpclib"}
+
+
+def installed_servers() -> list[str]:
+    """The servers whose gRPC stack is importable here."""
+    return [name for name in SERVERS if name not in _NEEDS or importlib.util.find_spec(_NEEDS[name])]
 
 SimpleRequest = messages_pb2.SimpleRequest
 SimpleResponse = messages_pb2.SimpleResponse
