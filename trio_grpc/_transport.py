@@ -673,7 +673,7 @@ class Connection:
         self.flush_soon()
 
     async def send_data(self, stream: Stream, data: bytes, end_stream: bool = False) -> None:
-        """Send one message: as much as the peer's windows allow now, the rest as WINDOW_UPDATEs come.
+        """Send one message: queue as much as the peer's windows allow now, the rest as WINDOW_UPDATEs come.
 
         It never waits while window is open. Peers grant credit only once part of their window is used
         (nghttp2 at half, grpc-go at a quarter): waiting for room for a whole message could wait forever.
@@ -781,7 +781,7 @@ class Connection:
         for stream in list(self.streams.values()):
             stream._close(self.lost)
         for stream in self._pending_streams.values():  # never to be sent: not kept until the streams go
-            stream._pending.clear()
+            stream._pending, stream._pending_size = [], 0
         self._pending_streams.clear()
         shared, self._shared_budget = self._shared_budget, None
         if shared is not None:  # what our streams still hold is theirs to read, but no longer the server's
