@@ -6,7 +6,7 @@ scheduling makes each one atomic without a lock.
 
 from __future__ import annotations
 
-from chat._proto.rpc import catalog_pb2
+from chat._proto.rpc import catalog_pb2, catalog_trio_grpc
 from trio_grpc import RpcError, ServicerContext, StatusCode
 
 __all__ = ["CatalogService"]
@@ -16,7 +16,7 @@ MAX_PAGE_SIZE = 100
 MAX_PRODUCT_ID = 2**63 - 1  # int64
 
 
-class CatalogService:
+class CatalogService(catalog_trio_grpc.CatalogBase):
     """Handlers for every rpc.Catalog method; at most `max_products` products (more: RESOURCE_EXHAUSTED)."""
 
     def __init__(self, *, max_products: int = 10_000) -> None:

@@ -12,14 +12,14 @@ from collections.abc import AsyncIterable
 
 import trio
 
-from chat._proto.rpc import chat_pb2
+from chat._proto.rpc import chat_pb2, chat_trio_grpc
 from chat.rooms import Message, RoomRegistry, Subscription
 from trio_grpc import RpcError, ServicerContext, StatusCode
 
 __all__ = ["ChatService"]
 
 
-class ChatService:
+class ChatService(chat_trio_grpc.ChatServiceBase):
     """Handlers for every rpc.ChatService method, over one `RoomRegistry` (`rooms`)."""
 
     def __init__(self, rooms: RoomRegistry | None = None) -> None:

@@ -8,11 +8,14 @@ where we know one, a hint of what to do next; never a traceback. Exit codes: 0 d
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import re
 import ssl
 import sys
+import tomllib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import trio
 
@@ -132,3 +135,53 @@ def run(main: Callable[[], Awaitable[int]]) -> None:
         else:
             raise
     sys.exit(code)
+
+
+class UsageError(CliError):
+    """A command line that cannot be run as written: one `error: ...` line and exit code 2, as argparse."""
+
+
+def run_exiting_2_on_usage(main: Callable[[], Awaitable[int]]) -> None:
+    """`run`, except that a UsageError (found after parsing, e.g. a malformed address) exits 2."""
+
+    async def checked() -> int:
+        try:
+            return await main()
+        except BaseException as exc:
+            error = sole_exception(exc)
+            if not isinstance(error, UsageError):
+                raise
+            print(error.line(), file=sys.stderr)
+            return 2
+
+    run(checked)
+
+
+def add_version_argument(parser: argparse.ArgumentParser) -> None:
+    """`--version`: the program's name and trio-grpc's version, then exit 0."""
+    parser.add_argument("--version", action="version", version=f"%(prog)s (trio-grpc {_project_version()})")
+
+
+def _project_version() -> str:
+    """The installed distribution's version; run from a checkout, the one in pyproject.toml."""
+    try:
+        return importlib.metadata.version("trio-grpc")
+    except importlib.metadata.PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        try:
+            return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown version"
+
+
+def with_default_port(target: str, port: int) -> str:
+    """`target` with `:port` added when it names a host only: "localhost", "10.0.0.1", "[::1]", "::1"."""
+    if target.startswith("unix:"):
+        return target
+    scheme = "dns:///" if target.startswith("dns:///") else ""
+    host = target.removeprefix(scheme)
+    if host.startswith("[") and host.endswith("]"):
+        return f"{target}:{port}"
+    if host.count(":") > 1 and not host.startswith("["):  # bare IPv6: brackets set its colons apart
+        return f"{scheme}[{host}]:{port}"
+    return target if ":" in host else f"{target}:{port}"

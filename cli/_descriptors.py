@@ -210,12 +210,19 @@ class ReflectionSource:
     async def load(self, symbol: str) -> bool:
         if _declares(self.pool, symbol):
             return True
+        if await self._load_file_of(symbol):
+            return _declares(self.pool, symbol)
+        # grpcio's reflection finds services but not their methods: ask for the service of a method.
+        service = symbol.rpartition(".")[0]
+        return bool(service) and await self._load_file_of(service) and _declares(self.pool, symbol)
+
+    async def _load_file_of(self, symbol: str) -> bool:
         try:
             response = await self._ask(file_containing_symbol=symbol)
         except LookupError:
             return False
         await self._add(response)
-        return _declares(self.pool, symbol)
+        return True
 
     async def _add(self, response: Any) -> None:
         """Add the files of a file_descriptor_response, asking for imports the server left out."""

@@ -40,7 +40,7 @@ def describe(pool: descriptor_pool.DescriptorPool, symbol: str) -> str | None:
     with contextlib.suppress(KeyError):
         return f"{symbol} is a service:\n{service_text(pool.FindServiceByName(symbol))}"
     with contextlib.suppress(KeyError):
-        return f"{symbol} is a method:\n{method_line(pool.FindMethodByName(symbol))}"
+        return method_text(pool.FindMethodByName(symbol))
     with contextlib.suppress(KeyError):
         return f"{symbol} is a message:\n{message_text(pool.FindMessageTypeByName(symbol))}"
     with contextlib.suppress(KeyError):
@@ -60,6 +60,28 @@ def method_line(method: MethodDescriptor) -> str:
         else f".{method.output_type.full_name}"
     )
     return f"rpc {method.name} ( {request} ) returns ( {response} );"
+
+
+def method_text(method: MethodDescriptor) -> str:
+    """The method, then every message its request and response are made of (well-known types aside)."""
+    texts = [f"{method.full_name} is a method:\n{method_line(method)}"]
+    for message in _messages_used(method):
+        texts.append(f"{message.full_name} is a message:\n{message_text(message)}")
+    return "\n\n".join(texts)
+
+
+def _messages_used(method: MethodDescriptor) -> list[Descriptor]:
+    """The request and response types and the message types of their fields, each once, in the order met."""
+    found: dict[str, Descriptor] = {}
+    pending = [method.input_type, method.output_type]
+    while pending:
+        message = pending.pop(0)
+        if message.full_name in found or message.full_name.startswith("google.protobuf."):
+            continue
+        if not message.GetOptions().map_entry:  # a map's entry is shown as map<K, V> in its field
+            found[message.full_name] = message
+        pending += [field.message_type for field in message.fields if field.message_type is not None]
+    return list(found.values())
 
 
 def service_text(service: ServiceDescriptor) -> str:

@@ -12,6 +12,8 @@ import argparse
 import functools
 import logging
 import os
+import re
+import resource
 import signal
 import ssl
 import sys
@@ -19,15 +21,15 @@ from collections.abc import AsyncIterator
 
 import trio
 
-from chat._proto.rpc import catalog_pb2, chat_pb2
 from chat.catalog import CatalogService
 from chat.rooms import RoomRegistry, RoomSettings
 from chat.service import ChatService
-from trio_grpc import Server, ServerSettings, bind_service
+from trio_grpc import Server, ServerSettings
 from trio_grpc.health import add_health, parse_status
+from trio_grpc.interceptors import AccessLog
 from trio_grpc.reflection import add_reflection
 
-from ._common import sole_exception
+from ._common import add_version_argument, sole_exception
 
 log = logging.getLogger("chatserver")
 
@@ -58,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_version_argument(parser)
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
     parser.add_argument(
-        "--port", type=int, default=8080, help="TCP port; 0 picks a free one (default: %(default)s)"
+        "--port", type=_port, default=8080, help="TCP port; 0 picks a free one (default: %(default)s)"
     )
     tls = parser.add_argument_group("TLS (both or neither)")
     tls.add_argument("--tls-cert", metavar="FILE", help="certificate chain, PEM")
@@ -116,7 +119,29 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="INFO logs a line per connection and per room event (default: %(default)s)",
     )
+    parser.add_argument(
+        "--log-wire",
+        action="store_true",
+        help="with --log-level DEBUG: also the header coding of hpack, line by line (metadata values hidden)",
+    )
+    parser.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log a line per call at INFO: method, peer, status, duration; never metadata (default: on)",
+    )
     return parser
+
+
+def _port(text: str) -> int:
+    """A TCP port number: the kernel would take 99999 modulo 65536 and listen on 34463."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535, not {value}")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -136,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    _configure_wire_logging(args.log_wire)
     tls = None
     if args.tls_cert:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -143,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
             tls.load_cert_chain(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as exc:
             sys.exit(f"error: cannot load --tls-cert/--tls-key: {exc}")
+    _raise_open_file_limit()
     try:
         trio.run(serve, args, tls)
     except BaseException as exc:
@@ -155,6 +182,61 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: cannot listen on {args.host}:{args.port}: {error.strerror or error}")
 
 
+def _raise_open_file_limit() -> None:
+    """Raise the soft limit on open files to the hard one: it is often 1024, where the server's
+    max_connections needs more. (The library leaves process-wide limits to the program.)"""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:  # e.g. an unlimited hard limit the kernel will not take
+            log.warning("cannot raise the open file limit from %d: %s", soft, exc)
+
+
+#: Loggers of the HTTP/2 stack. hpack logs every header it codes, values included, several lines each.
+WIRE_LOGGERS = ("hpack", "h2")
+#: Headers whose values are the protocol's, not the caller's metadata: shown by --log-wire.
+_PROTOCOL_HEADERS = re.compile(rb":.*|grpc-(?!.*-bin$).*|content-type|te|user-agent")
+
+
+def _configure_wire_logging(wanted: bool) -> None:
+    """Keep the HTTP/2 stack's DEBUG lines out unless --log-wire; with it, hide metadata values."""
+    if not wanted:
+        for name in WIRE_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        return
+    for handler in logging.getLogger().handlers:  # a logger's filter would miss its children's records
+        handler.addFilter(_hide_metadata_values)
+
+
+def _hide_metadata_values(record: logging.LogRecord) -> bool:
+    """Rewrite hpack's arguments: a header's value unless it is the protocol's, and raw header blocks."""
+    if record.name.partition(".")[0] not in WIRE_LOGGERS:
+        return True
+    args = record.args if isinstance(record.args, tuple) else ()
+    if isinstance(record.msg, str) and ("%s=%s" in record.msg or "%s: %s" in record.msg):  # name, value
+        name, value, *rest = args
+        record.args = (name, _shown_value(name, value), *rest)
+    else:
+        record.args = tuple(_shown_argument(arg) for arg in args)
+    return True
+
+
+def _shown_argument(arg: object) -> object:
+    if isinstance(arg, tuple) and len(arg) == 2:  # a (name, value) header
+        return (arg[0], _shown_value(arg[0], arg[1]))
+    if isinstance(arg, (bytes, bytearray, memoryview)):  # a coded header block: values inside
+        return f"<{len(arg)} bytes>"
+    return arg
+
+
+def _shown_value(name: object, value: object) -> object:
+    raw_name = name.encode() if isinstance(name, str) else name
+    if isinstance(raw_name, bytes) and _PROTOCOL_HEADERS.fullmatch(raw_name.lower()):
+        return value
+    return "<hidden>"
+
+
 async def serve(args: argparse.Namespace, tls: ssl.SSLContext | None) -> None:
     rooms = RoomRegistry(
         RoomSettings(
@@ -165,11 +247,9 @@ async def serve(args: argparse.Namespace, tls: ssl.SSLContext | None) -> None:
         )
     )
     server = Server(
-        [
-            bind_service(chat_pb2.DESCRIPTOR.services_by_name["ChatService"], ChatService(rooms)),
-            bind_service(catalog_pb2.DESCRIPTOR.services_by_name["Catalog"], CatalogService()),
-        ],
+        [ChatService(rooms).bind(), CatalogService().bind()],
         settings=ServerSettings(shutdown_grace=args.grace, max_receive_message_size=args.max_message_size),
+        interceptors=[AccessLog()] if args.access_log else [],
     )
     add_health(server, parse_status(os.environ.get("HEALTH")))  # first to hear of shutdown: NOT_SERVING
     add_reflection(server)

@@ -3,7 +3,9 @@
 Run from anywhere: ``python proto/generate.py``. ``tests/test_generated.py`` calls :func:`generate` into a
 temporary directory and compares the result with the committed files: edit the .proto files, never the output.
 
-protoc's output is kept as it is except for two rewrites, each in one small function below:
+protoc writes ``_pb2`` modules and, with this tree's plugin (``trio_grpc.codegen``), ``_trio_grpc`` modules
+of typed stubs and servicer bases. Its output is kept as it is except for two rewrites, each in one small
+function below:
 
 - imports between generated modules are made absolute to where the modules live in this repository
   (protoc writes ``from grpc.testing import empty_pb2``, which would find the grpcio package ``grpc``);
@@ -19,12 +21,15 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # run as a script from proto/: the plugin is this tree's trio_grpc.codegen
+    sys.path.insert(0, str(REPO_ROOT))
 # The include root: protoc sees "rpc/chat.proto", the name the seed's Go server reports through reflection.
 PROTO_ROOT = REPO_ROOT / "proto"
 
@@ -124,17 +129,15 @@ def use_private_pool(source: str) -> str:
 
 def run_protoc(protos: tuple[str, ...], out_dir: Path, *, grpc_stubs: bool) -> None:
     # Imported here so that `import generate` works without grpcio-tools (the test skips instead).
-    import grpc_tools  # type: ignore[import-untyped]
-    from grpc_tools import protoc
+    from trio_grpc import codegen
 
-    well_known = Path(grpc_tools.__file__).parent / "_proto"
     if grpc_stubs:
         outputs = [f"--grpc_python_out={out_dir}"]
     else:
-        outputs = [f"--python_out={out_dir}", f"--pyi_out={out_dir}"]
+        outputs = [f"--python_out={out_dir}", f"--pyi_out={out_dir}", f"--trio_grpc_out={out_dir}"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    args = ["grpc_tools.protoc", f"-I{PROTO_ROOT}", f"-I{well_known}", *outputs, *protos]
-    if protoc.main(args) != 0:
+    args = [f"-I{PROTO_ROOT}", *outputs, *protos]
+    if codegen.protoc(args) != 0:
         raise RuntimeError(f"protoc failed: {' '.join(args)}")
 
 
@@ -157,10 +160,12 @@ def generate(out_dir: Path) -> list[Path]:
             run_protoc(target.protos, target_scratch, grpc_stubs=False)
             root = Path(*target.package.split("."))
             for proto in target.protos:
-                for suffix in (".py", ".pyi"):
-                    relative = Path(proto.removesuffix(".proto") + "_pb2" + suffix)
+                for suffix in ("_pb2.py", "_pb2.pyi", "_trio_grpc.py"):
+                    relative = Path(proto.removesuffix(".proto") + suffix)
+                    if not (target_scratch / relative).exists():  # no _trio_grpc.py without services
+                        continue
                     source = rewrite_imports((target_scratch / relative).read_text(encoding="utf-8"), modules)
-                    if target.private_pool and suffix == ".py":
+                    if target.private_pool and suffix == "_pb2.py":
                         source = use_private_pool(source)
                     files[root / relative] = source
                 for package_dir in _package_inits(root, root / Path(proto).parent):

@@ -229,6 +229,21 @@ def test_usage_errors_exit_2() -> None:
     assert in_process(chatserver_main, "--history", "20", "--buffer", "10") == 2
 
 
+@pytest.mark.parametrize(
+    ("port", "expected"),
+    [
+        ("99999", "must be 0 to 65535, not 99999"),
+        ("-1", "must be 0 to 65535, not -1"),
+        ("http", "not a port number: 'http'"),
+    ],
+)
+def test_port_out_of_range_is_a_usage_error(port: str, expected: str) -> None:
+    result = cli("chatserver", "--host", "127.0.0.1", "--port", port)
+    assert result.code == 2
+    assert "Traceback" not in result.stderr and "listening" not in result.stderr
+    assert result.stderr.splitlines()[-1] == f"chatserver: error: argument --port: {expected}"
+
+
 def test_port_in_use_is_one_line(chatserver: ChatServer) -> None:
     result = cli("chatserver", "--host", "127.0.0.1", "--port", str(chatserver.port))
     assert result.code == 1
@@ -311,6 +326,7 @@ def test_graceful_shutdown(chatserver: ChatServer, signum: int) -> None:
         chatserver.proc.signal(signum)
         watch.expect('"status": "NOT_SERVING"')
         member.expect("chat server: chat room is closing")
+        member.expect("^The server is shutting down.$")
         assert member.wait() == 0
         assert chatserver.proc.wait() == 0
         chatserver.proc.expect(f"{signal.Signals(signum).name}: shutting down", "stderr")
@@ -403,3 +419,35 @@ def test_bad_certificate_files(tmp_path: Path) -> None:
     result = cli("chatserver", "--tls-cert", missing, "--tls-key", missing)
     assert result.code == 1
     assert result.error_line().startswith("error: cannot load --tls-cert/--tls-key:")
+
+
+def test_interop_server_exits_quietly_on_ctrl_c() -> None:
+    server = Proc([sys.executable, "-m", "tests.interop.server", "--port", "0", "--host", "127.0.0.1"])
+    try:
+        server.expect(r"interop server listening on port \d+")
+        server.signal(signal.SIGINT)
+        assert server.wait() == 130
+        assert server.lines("stderr") == []
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("wire", [False, True], ids=["DEBUG", "DEBUG --log-wire"])
+def test_debug_log_keeps_the_wire_out_unless_asked_and_never_shows_metadata(wire: bool) -> None:
+    server = start_chatserver("--log-level", "DEBUG", *(["--log-wire"] if wire else []))
+    try:
+        created = cli(
+            "from_descriptors", "--insecure", "--target", server.target,
+            "--rpc", "rpc.ChatService/CreateChatRoom", "-d", "{}", "-H", "authorization: Bearer s3cret-token",
+        )  # fmt: skip
+        assert created.code == 0, created
+        server.proc.expect(r"INFO chat\.rooms: room [0-9a-f]{20} created", "stderr")
+    finally:
+        assert server.stop() == 0
+    log = server.proc.lines("stderr")
+    hpack = [line for line in log if " hpack." in line]
+    assert bool(hpack) == wire, log
+    assert not any("s3cret" in line for line in log), log
+    if wire:  # the protocol's headers are still readable, the caller's metadata is not
+        assert any("b'content-type'" in line and "application/grpc" in line for line in hpack), hpack
+        assert any("b'authorization'" in line and "<hidden>" in line for line in hpack), hpack

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -106,7 +105,9 @@ async def test_unary_unary_with_metadata_both_ways() -> None:
 async def test_unary_stream() -> None:
     class Service:
         async def StreamingOutputCall(self, request: StreamingOutputCallRequest, context: Context) -> None:
-            assert context.deadline == math.inf and context.time_remaining() is None
+            # No timeout=, but the call is made inside the test's fail_after: that deadline travels with it.
+            remaining = context.time_remaining()
+            assert remaining is not None and 0 < remaining <= TIMEOUT
             context.set_trailing_metadata([("count", str(len(request.response_parameters)))])
             for parameters in request.response_parameters:
                 await context.send(StreamingOutputCallResponse(payload=payload(parameters.size)))
@@ -834,7 +835,12 @@ async def test_keepalive_pings_are_answered_both_ways(monkeypatch: pytest.Monkey
         async def UnaryCall(self, request: SimpleRequest, context: Context) -> SimpleResponse:
             return SimpleResponse(payload=request.payload)
 
-    settings = ServerSettings(keepalive_time=0.02, keepalive_timeout=TIMEOUT)
+    settings = ServerSettings(
+        keepalive_time=0.02,
+        keepalive_timeout=TIMEOUT,
+        min_ping_interval_without_data=0,  # the client's PINGs are far too frequent for the default policy
+        keepalive_permit_without_calls=True,
+    )
     channel_settings = ChannelSettings(keepalive_time=0.02, keepalive_timeout=TIMEOUT)
     client_acks = count_ping_acks(monkeypatch, trio_grpc._client.ClientConnection, 5)
     server_acks = count_ping_acks(monkeypatch, trio_grpc._server.ServerConnection, 5)

@@ -213,7 +213,7 @@ async def flow_control_lazy_window(channel: trio_grpc.Channel) -> None:
         messages_pb2.StreamingInputCallRequest(payload=messages_pb2.Payload(body=bytes(size)))
         for size in (16000, 50000)
     ]
-    response = await trio_grpc.Stub(channel, client.TEST_SERVICE).StreamingInputCall(requests)
+    response = await client._stub(channel).StreamingInputCall(requests)
     client.expect(
         response.aggregated_payload_size == 66000,
         f"expected aggregated_payload_size 66000, got {response.aggregated_payload_size}",

@@ -3,13 +3,14 @@
 Serve with `Server` and `bind_service`, call with `Channel` and `Stub`; see docs/api.md.
 """
 
-from . import health, reflection
+from . import health, interceptors, reflection
 from ._client import Call, Channel, Method, Stub
 from ._metadata import Metadata, MetadataError
 from ._server import Server, ServicerContext
 from ._service import ServiceBinding, bind_service
 from ._settings import ChannelSettings, ServerSettings
 from ._status import RpcError, StatusCode
+from ._typed import StreamingCall, StreamStreamMethod, StreamUnaryMethod, UnaryStreamMethod, UnaryUnaryMethod
 
 __all__ = [
     "Call",
@@ -24,8 +25,14 @@ __all__ = [
     "ServiceBinding",
     "ServicerContext",
     "StatusCode",
+    "StreamStreamMethod",
+    "StreamUnaryMethod",
+    "StreamingCall",
     "Stub",
+    "UnaryStreamMethod",
+    "UnaryUnaryMethod",
     "bind_service",
     "health",
+    "interceptors",
     "reflection",
 ]

@@ -3,15 +3,20 @@
 A Channel owns a nursery in which its connection tasks run; leaving `async with Channel(...)` closes them.
 It keeps one connection and opens a new one when that one is lost or draining after a GOAWAY. A `Call` is
 an async context manager: leaving it before the call ended resets the stream with RST_STREAM(CANCEL).
-The deadline of a call bounds every wait of that call; when it passes, the stream is cancelled and the
-waiting operation raises RpcError(DEADLINE_EXCEEDED).
+The deadline of a call is the earlier of its `timeout` and the effective deadline of the cancel scopes it is
+entered in, and goes to the server as `grpc-timeout`: a handler's calls carry its own deadline onward. It
+bounds every wait of the call; when it passes, the stream is reset. If the enclosing scope's deadline was the
+earlier, that scope is cancelled with it (Trio's own `Cancelled`); if `timeout` was, the waiting operation
+raises RpcError(DEADLINE_EXCEEDED).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 import ssl
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from typing import Any
 
 import h2.config
@@ -146,15 +151,28 @@ def _describe_goaway(event: h2.events.ConnectionTerminated) -> str:
     return f"GOAWAY {name}: {debug}" if debug else f"GOAWAY {name}"
 
 
+# grpcio's resolver prefixes in front of host:port: "dns:[//dns-server/]host:port", "ipv4:", "ipv6:".
+_ADDRESS_SCHEMES = re.compile(r"^(?:dns:(?://[^/]*/)?|ipv4:|ipv6:)")
+
+
 def _parse_target(target: str) -> tuple[str, int] | str:
-    """(host, port) from "host:port", "[v6]:port", "dns:///host:port"; a path from "unix:path"."""
+    """(host, port) from "host:port", "[v6]:port", and grpcio's "dns:///host:port", "ipv4:1.2.3.4:port",
+    "ipv6:[::1]:port"; a path from "unix:path"."""
     if target.startswith("unix:"):
         path = target[len("unix:") :]
         return path[2:] if path.startswith("///") else path
-    host, sep, port = target.removeprefix("dns:///").rpartition(":")
+    host, sep, port = _ADDRESS_SCHEMES.sub("", target).rpartition(":")
     if not sep or not port.isdigit():
-        raise ValueError(f"target {target!r} is not host:port or unix:path")
+        raise ValueError(f"target {target!r} is not host:port, dns:///host:port, ipv4:, ipv6: or unix:path")
     return host.strip("[]"), int(port)
+
+
+def _authority(address: tuple[str, int] | str) -> str:
+    """The :authority of a target: host:port without any scheme, "localhost" for a unix socket."""
+    if isinstance(address, str):
+        return "localhost"
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Channel:
@@ -167,15 +185,17 @@ class Channel:
         tls: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
         settings: ChannelSettings | None = None,
+        interceptors: Sequence[ClientInterceptor] = (),
     ) -> None:
         self.target = target
+        self.interceptors = tuple(interceptors)  # the first wraps all the others
         self._address = _parse_target(target)
         self._tls = tls
         if tls is not None:
             tls.set_alpn_protocols(["h2"])
         self._server_hostname = server_hostname
         self.settings = settings or ChannelSettings()
-        authority = server_hostname or (target if isinstance(self._address, tuple) else "localhost")
+        authority = server_hostname or _authority(self._address)
         self._authority = authority.encode()
         self._scheme = b"https" if tls is not None else b"http"
         self._connection: ClientConnection | None = None
@@ -258,6 +278,10 @@ class Channel:
         return ssl_stream
 
 
+#: Called with each call before it starts; the async context manager it returns wraps the call (docs/api.md).
+ClientInterceptor = Callable[["Call"], contextlib.AbstractAsyncContextManager[object]]
+
+
 class Call:
     """One RPC in progress. Use as `async with`; see docs/api.md for the operations of each kind."""
 
@@ -274,9 +298,10 @@ class Call:
             raise ValueError(f"unsupported compression {compression!r}")
         self._channel = channel
         self._spec = spec
+        self.method = spec.path
         self._request = request
         self._timeout = timeout
-        self._deadline = math.inf if timeout is None else trio.current_time() + timeout
+        self._deadline = math.inf  # set on entry, from `timeout` and the enclosing cancel scopes
         self._extra_headers = encode_metadata(metadata)
         self._compression = None if compression == "identity" else compression
         self._connection: ClientConnection | None = None
@@ -290,6 +315,18 @@ class Call:
         self.message = ""
         self.details: bytes | None = None
         self.trailing_metadata: tuple[tuple[str, MetadataValue], ...] = ()
+        self._interceptor_exits: contextlib.AsyncExitStack | None = None
+
+    @property
+    def request_metadata(self) -> tuple[tuple[str, MetadataValue], ...]:
+        """The metadata this call sends (interceptors read it before their `yield`)."""
+        return decode_metadata(self._extra_headers)
+
+    def add_metadata(self, metadata: Metadata) -> None:
+        """Add request metadata; only before the call starts, i.e. in an interceptor before its `yield`."""
+        if self._stream is not None:
+            raise RuntimeError("the call has started: its metadata was sent")
+        self._extra_headers.extend(encode_metadata(metadata))
 
     @property
     def done(self) -> bool:
@@ -301,11 +338,37 @@ class Call:
         return self._response_compressed
 
     async def __aenter__(self) -> Call:
-        await self._bounded(self._start)
+        self._deadline = trio.current_effective_deadline()
+        if self._timeout is not None:
+            self._deadline = min(self._deadline, trio.current_time() + self._timeout)
+        if self._channel.interceptors:
+            await self._start_intercepted()
+        else:
+            await self._bounded(self._start)
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def __aexit__(self, *exc_info: Any) -> None:
         self._close()
+        if self._interceptor_exits is not None:
+            # Their `yield` gets what the block raised; they cannot swallow it (the result is ignored).
+            await self._interceptor_exits.__aexit__(*exc_info)
+
+    async def _start_intercepted(self) -> None:
+        """Enter the channel's interceptors in order, then start; if any of it fails, they see how."""
+        exits = self._interceptor_exits = contextlib.AsyncExitStack()
+        try:
+            for interceptor in self._channel.interceptors:
+                await exits.enter_async_context(interceptor(self))
+            await self._bounded(self._start)
+        except BaseException as exc:
+            if self.code is None:  # an interceptor ended it before it started, or it was cancelled
+                failure = (
+                    exc if isinstance(exc, RpcError) else RpcError(StatusCode.CANCELLED, "call cancelled")
+                )
+                self._fail(failure)
+            self._close()
+            await exits.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
 
     def __aiter__(self) -> Call:
         return self
@@ -318,7 +381,7 @@ class Call:
 
     async def _start(self) -> None:
         headers = list(self._extra_headers)
-        if self._timeout is not None:
+        if self._deadline != math.inf:  # timeout=math.inf is no deadline, as None is
             headers.append((b"grpc-timeout", format_timeout(self._deadline - trio.current_time())))
         if self._compression is not None:
             headers.append((b"grpc-encoding", self._compression.encode()))
@@ -353,6 +416,9 @@ class Call:
     def _close(self) -> None:
         if self._stream is None or self._connection is None:
             return
+        headers = self._stream.headers
+        if self._interceptor_exits is not None and self._initial_metadata is None and headers is not None:
+            self._check_headers(headers)  # so that interceptors can read it after their `yield`
         if self.code is None:
             self._fail(RpcError(StatusCode.CANCELLED, "call cancelled by the client"))
         elif not self._stream.local_ended:  # the server answered before we half-closed: free the stream

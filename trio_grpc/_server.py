@@ -8,6 +8,7 @@ the handler ends, exactly one status goes back (unless the client is gone).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
@@ -15,7 +16,8 @@ import os
 import re
 import socket as stdlib_socket
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, NoReturn
 
 import h2.config
@@ -37,6 +39,14 @@ from ._transport import Connection, ErrorCodes, SharedMemoryBudget, Stream, Stre
 log = logging.getLogger("trio_grpc.server")
 
 _GRPC_CONTENT_TYPE = b"application/grpc"
+# What grpc-core and grpc-go allow between PINGs while no stream is open, unless told to permit them.
+_PING_INTERVAL_WITHOUT_CALLS = 2 * 60 * 60.0
+# Seconds an idle connection closed by us has to take its GOAWAY before the socket is closed regardless.
+_GOODBYE_TIME = 1.0
+_SEND = "a streaming handler sends its responses with `await context.send(response)` and returns None"
+
+_Status = tuple[StatusCode, str, bytes | None]  # code, message, details
+_OK: _Status = (StatusCode.OK, "", None)
 
 
 class ServicerContext:
@@ -61,8 +71,15 @@ class ServicerContext:
         self._invocation_metadata: tuple[tuple[str, str | bytes], ...] | None = None
         self._headers_sent = False
         self._trailing: Headers = []
-        self._scope: trio.CancelScope | None = None
+        self._scope: trio.CancelScope | None = None  # of the level running: the handler, or an interceptor
+        self._cancel_requested = False
         self._shutting_down = False
+        self._code: StatusCode | None = None
+        self._details = ""
+        self._added_initial: Headers | None = None
+        #: The status the call ends with, once known: what an interceptor reads after its `yield`.
+        self.status_code: StatusCode | None = None
+        self.status_message = ""
         self.deadline = deadline
         self.method = spec.path
         self.peer = connection.peer
@@ -102,8 +119,28 @@ class ServicerContext:
         self._send_headers(encode_metadata(metadata))
         await trio.lowlevel.checkpoint()
 
+    def add_initial_metadata(self, metadata: Metadata) -> None:
+        """Add to the initial metadata, sent with the response headers whenever they go (interceptors)."""
+        if self._headers_sent:
+            raise RuntimeError("initial metadata was already sent")
+        if self._added_initial is None:
+            self._added_initial = []
+        self._added_initial.extend(encode_metadata(metadata))
+
     def set_trailing_metadata(self, metadata: Metadata) -> None:
         self._trailing = encode_metadata(metadata)
+
+    def set_code(self, code: StatusCode) -> None:
+        """grpcio's way to end with a status: a handler that then returns ends with `code` (not OK)."""
+        self._code = code
+
+    def set_details(self, details: str) -> None:
+        """The status message that goes with `set_code()` (grpcio's name for it)."""
+        self._details = details
+
+    def add_trailing_metadata(self, metadata: Metadata) -> None:
+        """Add to the trailing metadata without replacing what the handler set (interceptors)."""
+        self._trailing.extend(encode_metadata(metadata))
 
     def abort(self, code: StatusCode, message: str = "", details: bytes | None = None) -> NoReturn:
         raise RpcError(code, message, details=details)
@@ -145,9 +182,17 @@ class ServicerContext:
         if self._response_encoding is not None:
             headers.append((b"grpc-encoding", self._response_encoding.encode()))
         headers.append((b"grpc-accept-encoding", ACCEPT_ENCODING))
+        if self._added_initial is not None:
+            headers.extend(self._added_initial)
         headers.extend(metadata)
         self._connection.send_headers(self._stream, headers)
         self._headers_sent = True
+
+    def _cancel(self) -> None:
+        """The client reset the stream, or the server is shutting down: end the call."""
+        self._cancel_requested = True
+        if self._scope is not None:
+            self._scope.cancel()
 
     def _finish(self, code: StatusCode, message: str, details: bytes | None) -> None:
         trailers = status_headers(code, message, details)
@@ -155,6 +200,10 @@ class ServicerContext:
         if not self._headers_sent:  # Trailers-Only
             trailers[:0] = [(b":status", b"200"), (b"content-type", _GRPC_CONTENT_TYPE)]
         self._connection.send_headers(self._stream, trailers, end_stream=True)
+
+
+#: Called with each call's context; the async context manager it returns wraps the call (docs/api.md).
+ServerInterceptor = Callable[[ServicerContext], AbstractAsyncContextManager[object]]
 
 
 class _RequestStream:
@@ -258,6 +307,8 @@ def _why_malformed(headers: list[tuple[bytes, bytes]]) -> str:
 
 
 class ServerConnection(Connection):
+    _EVENT_HANDLERS = {**Connection._EVENT_HANDLERS, h2.events.PingReceived: "_on_ping"}
+
     def __init__(self, server: Server, socket: trio.abc.Stream, peer: str) -> None:
         # h2 takes a malformed request for a connection error; `_on_headers` checks requests itself
         # (`_inspect_headers`) and resets just that stream, as RFC 9113 8.1.1 asks: other calls carry on.
@@ -272,36 +323,65 @@ class ServerConnection(Connection):
         self._server = server
         self.peer = peer
         self.calls: dict[int, ServicerContext] = {}
+        #: The unsent rest of a message, by stream id, whose send the handler's end interrupted.
+        self._interrupted_sends: dict[int, memoryview] = {}
         self._calls_nursery: trio.Nursery | None = None
         self._draining = False
-        self._preface_scope = trio.CancelScope()
+        #: The peer's first SETTINGS arrived: it speaks HTTP/2.
+        self._handshake_done = False
+        #: Around the whole connection. Its deadline bounds the handshake (TLS, preface, SETTINGS), counted
+        #: from the accept; later, the goodbye of an idle connection closed by us.
+        self._deadline_scope = trio.CancelScope()
+        self._deadline_scope.deadline = trio.current_time() + server.settings.handshake_timeout
         self._resets_in_window = 0
         self._reset_window_end = 0.0
         #: Its deadline is max_connection_idle after the last stream ended; inf while streams are open.
         self._idle_scope = trio.CancelScope()
+        self._ping_strikes = 0
+        self._last_ping = -math.inf
+        self._sent_at_last_ping = 0
 
     async def run(self) -> None:
         settings = self._server.settings
-        self._local_settings(
-            {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams}
-        )
-        # h2 takes a stream over the advertised limit for a connection error; `_on_headers` refuses it with
-        # REFUSED_STREAM instead (RFC 9113 5.1.2 allows both), so that the calls in flight carry on.
-        self.h2.local_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = 2**31 - 1
-        self.h2.local_settings.acknowledge()  # in effect at once, and never sent to the peer
-        self._preface_scope.deadline = trio.current_time() + settings.handshake_timeout
-        with self._preface_scope:
+        with self._deadline_scope:
+            if isinstance(self.socket, trio.SSLStream) and not await self._tls_handshake(self.socket):
+                return
+            self._local_settings(
+                {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams}
+            )
+            # h2 takes a stream over the advertised limit for a connection error; `_on_headers` refuses it
+            # with REFUSED_STREAM instead (RFC 9113 5.1.2 allows both), so that the calls in flight carry on.
+            self.h2.local_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = 2**31 - 1
+            self.h2.local_settings.acknowledge()  # in effect at once, and never sent to the peer
             async with trio.open_nursery() as nursery:
                 self._calls_nursery = nursery
                 if settings.max_connection_idle is not None:
                     self._idle_scope.deadline = trio.current_time() + settings.max_connection_idle
                     nursery.start_soon(self._close_when_idle)
                 await super().run()
-        if self._preface_scope.cancelled_caught:
-            log.info("%s: no HTTP/2 preface within %.1fs; closed", self.peer, settings.handshake_timeout)
+        if self._deadline_scope.cancelled_caught and not self._draining:
+            log.info(
+                "%s: no TLS handshake and HTTP/2 SETTINGS within %.1fs; closed",
+                self.peer,
+                settings.handshake_timeout,
+            )
+
+    async def _tls_handshake(self, tls_stream: trio.SSLStream[trio.abc.Stream]) -> bool:
+        """Whether the TLS handshake succeeded and chose HTTP/2; the deadline scope bounds it."""
+        try:
+            await tls_stream.do_handshake()
+        except trio.BrokenResourceError as exc:
+            log.info("%s: TLS handshake failed: %s", self.peer, exc.__cause__ or exc)
+            return False
+        if tls_stream.selected_alpn_protocol() != "h2":
+            log.info("%s: refused: TLS peer did not negotiate HTTP/2 (ALPN h2)", self.peer)
+            return False
+        return True
 
     def _on_remote_settings(self, event: h2.events.RemoteSettingsChanged) -> None:
-        self._preface_scope.deadline = math.inf  # the peer spoke HTTP/2: the handshake is over
+        if not self._handshake_done:  # the peer speaks HTTP/2: no more handshake deadline
+            self._handshake_done = True
+            self._deadline_scope.deadline = math.inf
         super()._on_remote_settings(event)
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
@@ -320,10 +400,35 @@ class ServerConnection(Connection):
             log.warning(
                 "%s: more than %d stream resets in a second; closing the connection", self.peer, limit
             )
-            self.send_goaway(
-                self.h2.highest_inbound_stream_id, ErrorCodes.ENHANCE_YOUR_CALM, b"too many stream resets"
-            )
-            self._connection_lost("too many stream resets")
+            self._enhance_your_calm(b"too many stream resets")
+
+    def _on_ping(self, event: h2.events.PingReceived) -> None:
+        """h2 has queued the ACK. As grpc does, a PING too soon after the last one is a strike, unless we
+        sent HEADERS or DATA in between: then the peer has reason to ping (BDP probes), and strikes clear."""
+        now = trio.current_time()
+        sent = self.headers_and_data_sent
+        if sent != self._sent_at_last_ping:
+            self._sent_at_last_ping = sent
+            self._ping_strikes = 0
+        elif now - self._last_ping < self._min_ping_interval():
+            self._ping_strikes += 1
+        self._last_ping = now
+        limit = self._server.settings.max_ping_strikes
+        if limit is not None and self._ping_strikes > limit and self.lost is None:
+            log.warning("%s: PINGs too often (%d strikes); closing the connection", self.peer, limit + 1)
+            self._enhance_your_calm(b"too_many_pings")
+
+    def _min_ping_interval(self) -> float:
+        settings = self._server.settings
+        if self.streams or settings.keepalive_permit_without_calls:
+            return settings.min_ping_interval_without_data
+        return max(settings.min_ping_interval_without_data, _PING_INTERVAL_WITHOUT_CALLS)
+
+    def _enhance_your_calm(self, debug: bytes) -> None:
+        """Close a connection whose peer abuses it: GOAWAY(ENHANCE_YOUR_CALM), after what is queued."""
+        self.flush_soon()  # answers h2 queued already go first: the GOAWAY is the last frame
+        self.send_goaway(self.h2.highest_inbound_stream_id, ErrorCodes.ENHANCE_YOUR_CALM, debug)
+        self._connection_lost(debug.decode())
 
     def _on_headers(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
@@ -416,12 +521,16 @@ class ServerConnection(Connection):
 
     async def _run_call(self, context: ServicerContext, handler: Handler) -> None:
         stream = context._stream
-        scope = trio.CancelScope(deadline=context.deadline)
-        context._scope = scope
-        stream.on_reset = scope.cancel
+        stream.on_reset = context._cancel
         try:
-            code, message, details = await self._call_handler(context, handler, scope)
-            self._answer(context, scope, code, message, details)
+            if self._server._interceptors:
+                status = await self._run_level(context, self._intercepted, context, handler, 0)
+            else:
+                status = await self._run_level(context, self._call_handler, context, handler)
+            rest = self._interrupted_sends.pop(stream.id, None)
+            if rest is not None and not await self._finish_interrupted_send(context, rest):
+                return
+            self._answer(context, *status)
         except StreamClosed:
             pass  # the client is gone
         except Exception:  # a fault of ours costs this call, never the connection
@@ -429,63 +538,127 @@ class ServerConnection(Connection):
             self.reset(stream, ErrorCodes.INTERNAL_ERROR)
         finally:
             del self.calls[stream.id]
+            self._interrupted_sends.pop(stream.id, None)
             self.release(stream)
 
-    async def _call_handler(
-        self, context: ServicerContext, handler: Handler, scope: trio.CancelScope
-    ) -> tuple[StatusCode, str, bytes | None]:
-        """Run the handler within `scope`; the status it ended with (OK if it returned)."""
-        kind = context._spec.kind
+    def _interrupted_mid_message(self, stream: Stream, rest: memoryview) -> None:
+        self._interrupted_sends[stream.id] = rest  # the call's task sends it before the status
+
+    async def _finish_interrupted_send(self, context: ServicerContext, rest: memoryview) -> bool:
+        """Send the rest of a message a handler's send left half-way, so that its status can follow (a chat
+        member cut off while its window was full still learns why); False if it had to be reset instead.
+
+        Past the call's deadline the client has given up: the stream is reset at once."""
+        stream = context._stream
+        with trio.move_on_at(
+            min(context.deadline, trio.current_time() + self._server.settings.finish_message_timeout)
+        ):
+            await self.finish_message(stream, rest)
+            return True
+        self.reset(stream, ErrorCodes.CANCEL)
+        return False
+
+    async def _run_level(
+        self, context: ServicerContext, body: Callable[..., Awaitable[_Status | None]], *args: Any
+    ) -> _Status:
+        """Run `body(*args)` in a cancel scope that holds the call's deadline and cancellation; its status.
+
+        Without interceptors there is one level: the handler. Each interceptor adds one around the levels
+        inside it: while an inner level runs, it holds the deadline and is what a reset or shutdown cancels,
+        and the outer one takes them back when it ends. So an interceptor's own code is bounded by the
+        deadline, and it still sees the status of what it wraps (a Cancelled caught by an outer scope would
+        end the outer levels before they could look).
+        """
+        outer = context._scope
+        if outer is not None:
+            if outer.cancel_called:  # reset or shut down before this level began
+                return self._cancelled_status(context)
+            outer.deadline = math.inf
+        scope = context._scope = trio.CancelScope(deadline=context.deadline)
         try:
             with scope:
-                if kind.client_streaming:
-                    request: Any = _RequestStream(context)
-                else:
-                    # No schedule point: this task has only just started, it has no one to be fair to.
-                    request = await context._receive(schedule_point=False)
-                    if request is None:
-                        raise RpcError(StatusCode.INTERNAL, "the client sent no request message")
-                response = await handler(request, context)
-                if not kind.server_streaming:
-                    if response is None:
-                        raise RpcError(StatusCode.INTERNAL, f"{context.method} handler returned no response")
-                    await context.send(response)
+                status = await body(*args) or _OK
         # Outside the scope: an exception group from a handler's nursery that also held our scope's
         # Cancelled comes out of the scope without it, and must not escape into the connection.
         except Exception as exc:
             # In a function of its own: a local here holding the exception would hold, through its traceback,
             # this very frame, a cycle that keeps the call's stream alive until the cyclic GC runs.
-            return _status_of_failure(context, exc)
-        return StatusCode.OK, "", None
+            status = _status_of_failure(context, exc)
+        finally:
+            if outer is not None:
+                context._scope = outer
+                outer.deadline = context.deadline
+                if context._cancel_requested:
+                    outer.cancel()
+        return self._cancelled_status(context) if scope.cancelled_caught else status
+
+    @staticmethod
+    def _cancelled_status(context: ServicerContext) -> _Status:
+        if context._stream.closed is not None:
+            return StatusCode.CANCELLED, "the client cancelled the call", None  # not sent: nobody to hear it
+        if context._shutting_down:
+            return StatusCode.UNAVAILABLE, "server is shutting down", None
+        return StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", None
+
+    async def _intercepted(self, context: ServicerContext, handler: Handler, index: int) -> _Status:
+        """Interceptor `index` around the levels inside it (the next interceptors, then the handler)."""
+        interceptors = self._server._interceptors
+        async with interceptors[index](context):
+            if index + 1 < len(interceptors):
+                status = await self._run_level(context, self._intercepted, context, handler, index + 1)
+            else:
+                status = await self._run_level(context, self._call_handler, context, handler)
+            context.status_code, context.status_message = status[0], status[1]
+        return status
+
+    async def _call_handler(self, context: ServicerContext, handler: Handler) -> _Status | None:
+        """Receive the request (unary kinds), run the handler, send its response (unary responses); the
+        status a handler set with `set_code()`, if any."""
+        kind = context._spec.kind
+        if kind.client_streaming:
+            request: Any = _RequestStream(context)
+        else:
+            # No schedule point: this task has only just started, it has no one to be fair to.
+            request = await context._receive(schedule_point=False)
+            if request is None:
+                raise RpcError(StatusCode.INTERNAL, "the client sent no request message")
+        response = await handler(request, context)
+        if context._code is not None and context._code != StatusCode.OK:  # set_code(), as in grpcio
+            return context._code, context._details, None
+        if kind.server_streaming and response is not None:
+            raise RpcError(StatusCode.INTERNAL, f"{context.method} handler returned a value: {_SEND}")
+        if not kind.server_streaming:
+            if response is None:
+                raise RpcError(StatusCode.INTERNAL, f"{context.method} handler returned no response")
+            await context.send(response)
+        return None
 
     def _answer(
-        self,
-        context: ServicerContext,
-        scope: trio.CancelScope,
-        code: StatusCode,
-        message: str,
-        details: bytes | None,
+        self, context: ServicerContext, code: StatusCode, message: str, details: bytes | None
     ) -> None:
         """Send the call's status, unless nobody can receive it."""
         stream = context._stream
         if stream.closed is not None:
             return  # the client is gone, or a send cut off mid-message reset the stream
-        if scope.cancelled_caught:
-            if context._shutting_down:
-                code, message = StatusCode.UNAVAILABLE, "server is shutting down"
-            else:
-                code, message = StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"
-            details = None
         context._finish(code, message, details)
         if not stream.ended:
             self.reset(stream, ErrorCodes.NO_ERROR)
 
     def _stream_released(self) -> None:
-        if self._draining and not self.streams:
+        if self.streams:
+            return
+        if self._draining:
             self.close()
+            return
         idle = self._server.settings.max_connection_idle
-        if idle is not None and not self.streams:
+        if idle is not None:
             self._idle_scope.deadline = trio.current_time() + idle
+        self._server._connection_went_idle(self)
+
+    @property
+    def is_idle(self) -> bool:
+        """No stream open, and not going away: what eviction at the cap may close."""
+        return not self.streams and not self._draining and self.lost is None
 
     def _on_connection_lost(self) -> None:
         self._idle_scope.cancel()
@@ -494,22 +667,32 @@ class ServerConnection(Connection):
         with self._idle_scope:
             await trio.sleep_forever()
         if self.lost is None:
-            log.debug("%s: idle for max_connection_idle; closing", self.peer)
-            self.begin_graceful_close()
+            self.close_idle("idle for max_connection_idle")
+
+    def close_idle(self, reason: str) -> None:
+        """GOAWAY and close a connection without streams; the peer gets a moment to read the GOAWAY."""
+        log.info("%s: %s; closing", self.peer, reason)
+        if not self.streams:  # bounded: a peer that does not read must not keep its place for long
+            goodbye_end = trio.current_time() + _GOODBYE_TIME
+            self._deadline_scope.deadline = min(self._deadline_scope.deadline, goodbye_end)
+        self.begin_graceful_close()
 
     def begin_graceful_close(self) -> None:
         """GOAWAY: the streams the peer opened so far finish, no new ones are taken."""
-        if not self._draining:
-            self._draining = True
-            self.send_goaway(self.h2.highest_inbound_stream_id)
-            if not self.streams:
-                self.close()
+        if self._draining:
+            return
+        self._draining = True
+        if not self._handshake_done:  # it has not spoken HTTP/2: no one to say goodbye to
+            self._deadline_scope.cancel()
+            return
+        self.send_goaway(self.h2.highest_inbound_stream_id)
+        if not self.streams:
+            self.close()
 
     def cancel_calls(self) -> None:
         for context in list(self.calls.values()):
             context._shutting_down = True
-            if context._scope is not None:
-                context._scope.cancel()
+            context._cancel()
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:
@@ -534,14 +717,24 @@ class Server:
     """
 
     def __init__(
-        self, services: Iterable[ServiceBinding] = (), *, settings: ServerSettings | None = None
+        self,
+        services: Iterable[ServiceBinding] = (),
+        *,
+        settings: ServerSettings | None = None,
+        interceptors: Sequence[ServerInterceptor] = (),
     ) -> None:
         self.settings = settings or ServerSettings()
+        self._interceptors = tuple(interceptors)  # the first wraps all the others
         self._methods: dict[str, tuple[MethodSpec, Handler]] = {}
         self._services: dict[str, ServiceBinding] = {}
+        #: Every accepted connection, from the accept (before its TLS handshake) until its socket is closed.
         self._connections: set[ServerConnection] = set()
-        self._connection_slots = trio.Semaphore(self.settings.max_connections)
         self._memory_budget = SharedMemoryBudget(self.settings.server_memory_budget)
+        #: Connections in the order they last went idle, oldest first. One that got a stream since stays in
+        #: place until `_longest_idle` meets it (`_on_headers` pays nothing); it rejoins at the end.
+        self._idle_order: collections.OrderedDict[ServerConnection, None] = collections.OrderedDict()
+        #: Woken when a connection ends or goes idle: what a new connection waits for at the cap.
+        self._vacancy = trio.lowlevel.ParkingLot()
         self._shutdown_started = trio.Event()
         self._shutdown_callbacks: list[Callable[[], None]] = []
         self._serving = 0
@@ -567,12 +760,15 @@ class Server:
     async def serve_tcp(
         self,
         port: int,
-        *,
         host: str | None = None,
+        *,
         tls: ssl.SSLContext | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve on TCP until shutdown; reports the bound port (useful with port 0) through task_status."""
+        """Serve on TCP until shutdown; reports the bound port (useful with port 0) through task_status.
+
+        `host` is positional too, as `nursery.start` passes no keywords: `nursery.start(serve_tcp, 0, host)`.
+        """
         listeners = await trio.open_tcp_listeners(port, host=host)
         bound_port = listeners[0].socket.getsockname()[1]
         await self.serve_listeners(listeners, tls=tls, task_status=task_status, started=bound_port)
@@ -630,48 +826,80 @@ class Server:
         self, listener: trio.SocketListener, tls: ssl.SSLContext | None, nursery: trio.Nursery
     ) -> None:
         while True:
-            await self._connection_slots.acquire()
             try:
                 socket_stream = await listener.accept()
-            except OSError as exc:  # e.g. out of file descriptors: back off instead of spinning
-                self._connection_slots.release()
-                log.warning("accept failed: %s", exc)
-                await trio.sleep(0.1)
+            except OSError as exc:  # out of file descriptors (EMFILE, ENFILE) or of kernel memory
+                victim = self._longest_idle()
+                if victim is None:
+                    log.warning("accept failed: %s", exc)
+                    await trio.sleep(0.1)  # back off instead of spinning
+                else:
+                    await self._evict(victim, f"idle the longest, closed to make room: accept failed ({exc})")
                 continue
-            except BaseException:
-                self._connection_slots.release()
-                raise
-            nursery.start_soon(self._serve_connection, socket_stream, tls)
-
-    async def _serve_connection(self, socket_stream: trio.SocketStream, tls: ssl.SSLContext | None) -> None:
-        peer = _peer_name(socket_stream)
-        stream: trio.abc.Stream = socket_stream
-        try:
-            if tls is not None:
-                ssl_stream = trio.SSLStream(socket_stream, tls, server_side=True)
-                with trio.move_on_after(self.settings.handshake_timeout):
-                    try:
-                        await ssl_stream.do_handshake()
-                    except trio.BrokenResourceError as exc:
-                        log.info("%s: TLS handshake failed: %s", peer, exc.__cause__ or exc)
-                        return
-                if ssl_stream.selected_alpn_protocol() != "h2":
-                    log.info("%s: refused: TLS peer did not negotiate HTTP/2 (ALPN h2)", peer)
-                    return
-                stream = ssl_stream
-            connection = ServerConnection(self, stream, peer)
-            self._connections.add(connection)
-            log.info("%s: connected", peer)
             try:
-                await connection.run()
-            except Exception:  # the guards below this one failed: this connection ends, the server goes on
-                log.exception("%s: connection failed", peer)
-            finally:
-                self._connections.discard(connection)
-                log.info("%s: disconnected", peer)
+                await self._make_room()
+            except BaseException:
+                await close_at_once(socket_stream)
+                raise
+            self._start_connection(socket_stream, tls, nursery)
+
+    def _start_connection(
+        self, socket_stream: trio.SocketStream, tls: ssl.SSLContext | None, nursery: trio.Nursery
+    ) -> None:
+        """Counted at once, before its task runs: the next accept must see it. (A function of its own, so
+        that no local of the accept loop keeps a closed connection alive until the next accept.)"""
+        peer = _peer_name(socket_stream)
+        stream = socket_stream if tls is None else trio.SSLStream(socket_stream, tls, server_side=True)
+        connection = ServerConnection(self, stream, peer)
+        self._connections.add(connection)
+        self._idle_order[connection] = None
+        nursery.start_soon(self._serve_connection, connection)
+
+    async def _make_room(self) -> None:
+        """Return once one more connection fits under max_connections.
+
+        At the cap, the connection idle the longest makes way. If every connection has calls in flight,
+        wait (the next client waits in the listen backlog) until one ends or goes idle: calls in flight
+        are what a server is for, and an idle connection costs its client no more than a reconnection.
+        """
+        while len(self._connections) >= self.settings.max_connections:
+            victim = self._longest_idle()
+            if victim is None:
+                await self._vacancy.park()
+            else:
+                await self._evict(victim, "closed to make room for a new connection (idle the longest)")
+
+    def _longest_idle(self) -> ServerConnection | None:
+        while self._idle_order:
+            connection = next(iter(self._idle_order))
+            if connection.is_idle:
+                return connection
+            del self._idle_order[connection]  # busy or going away since it went idle
+        return None
+
+    async def _evict(self, victim: ServerConnection, reason: str) -> None:
+        victim.close_idle(reason)
+        while victim in self._connections:  # not for long: close_idle() bounds its goodbye
+            await self._vacancy.park()
+
+    def _connection_went_idle(self, connection: ServerConnection) -> None:
+        self._idle_order[connection] = None
+        self._idle_order.move_to_end(connection)
+        if self._vacancy:
+            self._vacancy.unpark_all()
+
+    async def _serve_connection(self, connection: ServerConnection) -> None:
+        log.info("%s: connected", connection.peer)
+        try:
+            await connection.run()
+        except Exception:  # the guards below this one failed: this connection ends, the server goes on
+            log.exception("%s: connection failed", connection.peer)
         finally:
-            await close_at_once(stream)
-            self._connection_slots.release()
+            self._connections.discard(connection)
+            self._idle_order.pop(connection, None)
+            await close_at_once(connection.socket)
+            self._vacancy.unpark_all()
+            log.info("%s: disconnected", connection.peer)
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop accepting, GOAWAY every connection, give calls `grace` seconds, then cancel them."""

@@ -16,7 +16,8 @@ Theory of operation:
 - Receive backpressure: a stream returns flow-control credit to the peer only while its complete, unread
   messages stay under `stream_read_buffer_size`; once the application reads them, the credit goes back.
   A peer whose messages nobody reads therefore stops at its stream window instead of filling our memory.
-  Connection-level credit goes back as the bytes arrive, so a stalled stream stalls only itself.
+  Connection-level credit goes back as the bytes arrive, so a stalled stream stalls only itself (until the
+  connection's memory budget is spent, below).
 - Memory has a budget. Every byte of a received message held in a buffer (partly received or complete and
   unread) counts against the connection's `connection_memory_budget` and, on a server, against the server's
   `server_memory_budget`. Past a budget, connection-level credit is held back until the application consumes
@@ -24,17 +25,19 @@ Theory of operation:
   bytes dropped: partial messages can never all wait for one another. A connection's worst case is its budget
   plus the connection window it already granted.
 - A peer can end its own stream or its own connection, never more. Every event is handled under one guard
-  (`_handle_event`): an error while handling a stream's event resets that stream; any other error closes this
+  (`_event_failed`): an error while handling a stream's event resets that stream; any other error closes this
   connection with GOAWAY. Nothing a peer sends raises out of `_read_loop`. h2 may already have closed a stream
   whose earlier events we are still handling (a HEADERS and a RST_STREAM read in one batch): calls into h2 for
   a stream first check that h2 still has it open.
 - Memory comes back at once: nothing here forms a reference cycle that outlives the connection (stored
   exceptions are raised as fresh copies, whose tracebacks would otherwise hold the frames holding the stream;
   the event dispatch table is per class, not a dict of bound methods; h2's own cycle is broken at the end).
-- Send backpressure: `send_data` never queues more than the peer's window and waits for WINDOW_UPDATE;
-  it also waits while more than `write_buffer_size` bytes are queued (on streams or for the socket). Frames
-  we must send whatever happens, in answer to the peer (ACKs, resets), count towards a hard cap: a peer that
-  makes us queue more than four times the buffer of them without reading its socket is disconnected.
+- Send backpressure: `send_data` queues what the peer's windows allow at once (less what is queued already)
+  and waits for WINDOW_UPDATE only once a window is empty, never for room for a whole message (peers credit
+  only after part of a window is consumed); a send interrupted half-way resets the stream. It also waits while
+  more than `write_buffer_size` bytes are queued (on streams or for the socket). Frames we must send
+  whatever happens, in answer to the peer (ACKs, resets), count towards a hard cap: a peer that makes us
+  queue more than four times the buffer of them without reading its socket is disconnected.
 This module moves headers and messages. It does not know about paths, handlers, deadlines or compression,
 and the only status it produces is for a message it cannot accept (too large, broken framing).
 """
@@ -315,6 +318,8 @@ class Connection:
         self._unsent_connection_credit = 0
         #: Why the connection ended, once it has.
         self.lost: StreamClosed | None = None
+        #: Calls that handed h2 HEADERS or DATA: the server's PING policy compares it from PING to PING.
+        self.headers_and_data_sent = 0
         self._ping_ack = trio.Event()
         #: Bytes of received messages this connection holds (see the memory budget above).
         self._held_bytes = 0
@@ -470,7 +475,6 @@ class Connection:
     async def _read_loop(self) -> None:
         socket = self.socket
         receive = self.h2.receive_data
-        dispatch = self._dispatch
         cap = self.limits.write_buffer_size * _CONTROL_FRAMES_CAP_FACTOR
         while self.lost is None:
             try:
@@ -490,6 +494,7 @@ class Connection:
                 self._protocol_error(exc)
                 return
             queued = self._outgoing_size
+            dispatch = self._dispatch  # per read, not per event: a test may give one connection its own
             for event in events:
                 handler = dispatch.get(type(event))
                 if handler is not None:
@@ -668,11 +673,12 @@ class Connection:
             raise StreamClosed("stream closed by the peer")
         self._send_pending_of(stream)
         self.h2.send_headers(stream.id, headers, end_stream=end_stream)
+        self.headers_and_data_sent += 1
         if end_stream:
             stream.local_ended = True
         self.flush_soon()
 
-    async def send_data(self, stream: Stream, data: bytes, end_stream: bool = False) -> None:
+    async def send_data(self, stream: Stream, data: bytes | memoryview, end_stream: bool = False) -> None:
         """Send one message: queue as much as the peer's windows allow now, the rest as WINDOW_UPDATEs come.
 
         It never waits while window is open. Peers grant credit only once part of their window is used
@@ -708,6 +714,7 @@ class Connection:
                 end = min(total, offset + window)
                 self._queue_data(stream, view[offset:end] if offset or end < total else data)
                 offset = end
+                self.headers_and_data_sent += 1
                 if offset < total:
                     stream.partial_send = True
                     continue
@@ -725,8 +732,21 @@ class Connection:
                 return
         except BaseException:
             if 0 < offset < total:
-                self.reset(stream, ErrorCodes.CANCEL)
+                self._interrupted_mid_message(stream, view[offset:])
             raise
+
+    def _interrupted_mid_message(self, stream: Stream, rest: memoryview) -> None:
+        """A send stopped with part of its message out: only the rest, or RST_STREAM, may follow it.
+
+        The client resets the stream (its call is being cancelled). The server overrides this to keep `rest`
+        for `finish_message`, so that the call's status can still follow the whole message.
+        """
+        self.reset(stream, ErrorCodes.CANCEL)
+
+    async def finish_message(self, stream: Stream, rest: memoryview) -> None:
+        """Send the rest of a message whose send was interrupted (no other send may run on the stream)."""
+        stream.partial_send = False  # the turn is ours: nobody else may send on the stream now
+        await self.send_data(stream, rest)
 
     def end_stream(self, stream: Stream) -> None:
         if stream.closed is None and not stream.local_ended:

@@ -16,9 +16,8 @@ import logging
 
 import trio
 
-from ._proto.grpc.health.v1 import health_pb2
+from ._proto.grpc.health.v1 import health_pb2, health_trio_grpc
 from ._server import Server, ServicerContext
-from ._service import bind_service
 from ._status import RpcError, StatusCode
 
 __all__ = ["SERVICE_NAME", "Health", "ServingStatus", "add_health", "parse_status"]
@@ -55,7 +54,7 @@ def parse_status(value: str | None) -> ServingStatus:
     return ServingStatus.NOT_SERVING
 
 
-class Health:
+class Health(health_trio_grpc.HealthBase):
     """The grpc.health.v1.Health servicer. `add_health` creates and registers one."""
 
     def __init__(
@@ -127,6 +126,6 @@ def add_health(server: Server, initial: ServingStatus = ServingStatus.SERVING) -
     Returns the `Health` object, to change statuses with `health.set(service, status)`.
     """
     health = Health(initial, server=server)
-    server.add_service(bind_service(health_pb2.DESCRIPTOR.services_by_name["Health"], health))
+    server.add_service(health.bind())
     server.on_shutdown(health.enter_graceful_shutdown)
     return health

@@ -21,10 +21,8 @@ import trio
 
 import trio_grpc
 from tests.interop._flags import add_bool_flag
-from tests.interop._proto.grpc.testing import empty_pb2, messages_pb2, test_pb2
+from tests.interop._proto.grpc.testing import empty_pb2, messages_pb2, test_trio_grpc
 
-TEST_SERVICE = test_pb2.DESCRIPTOR.services_by_name["TestService"]
-UNIMPLEMENTED_SERVICE = test_pb2.DESCRIPTOR.services_by_name["UnimplementedService"]
 INITIAL_METADATA_KEY = "x-grpc-test-echo-initial"
 TRAILING_METADATA_KEY = "x-grpc-test-echo-trailing-bin"
 INITIAL_METADATA_VALUE = "test_initial_metadata_value"
@@ -89,8 +87,8 @@ def _large_request(
     )
 
 
-def _stub(channel: trio_grpc.Channel) -> trio_grpc.Stub:
-    return trio_grpc.Stub(channel, TEST_SERVICE)
+def _stub(channel: trio_grpc.Channel) -> test_trio_grpc.TestServiceStub:
+    return test_trio_grpc.TestServiceStub(channel)
 
 
 async def empty_unary(channel: trio_grpc.Channel) -> None:
@@ -211,7 +209,8 @@ async def server_compressed_streaming(channel: trio_grpc.Channel) -> None:
     async with _stub(channel).StreamingOutputCall(request) as call:
         for size, compressed in sizes_compressed:
             response = await call.receive()
-            expect(response is not None, "expected two responses, the stream ended early")
+            if response is None:
+                raise InteropFailure("expected two responses, the stream ended early")
             _check_payload(response, size)
             expect(
                 call.response_compressed == compressed,
@@ -231,7 +230,8 @@ async def ping_pong(channel: trio_grpc.Channel) -> None:
                 )
             )
             response = await call.receive()
-            expect(response is not None, "the stream ended before its reply")
+            if response is None:
+                raise InteropFailure("the stream ended before its reply")
             _check_payload(response, response_size)
         await call.done_writing()
         expect(await call.receive() is None, "expected exactly four responses")
@@ -290,10 +290,10 @@ async def custom_metadata(channel: trio_grpc.Channel) -> None:
             f"{method}: expected {TRAILING_METADATA_VALUE!r} in the trailers, got {trailing_value!r}",
         )
 
-    async with stub.UnaryCall.open(_large_request(), metadata=metadata) as call:
-        initial = await call.initial_metadata()
-        _check_payload(await call.response(), 314159)
-    check(initial, call.trailing_metadata, "UnaryCall")
+    async with stub.UnaryCall.open(_large_request(), metadata=metadata) as unary:
+        initial = await unary.initial_metadata()
+        _check_payload(await unary.response(), 314159)
+    check(initial, unary.trailing_metadata, "UnaryCall")
 
     async with stub.FullDuplexCall(metadata=metadata) as call:
         await call.send(
@@ -345,7 +345,7 @@ async def unimplemented_method(channel: trio_grpc.Channel) -> None:
 
 
 async def unimplemented_service(channel: trio_grpc.Channel) -> None:
-    stub = trio_grpc.Stub(channel, UNIMPLEMENTED_SERVICE)
+    stub = test_trio_grpc.UnimplementedServiceStub(channel)
     await expect_error(trio_grpc.StatusCode.UNIMPLEMENTED, lambda: stub.UnimplementedCall(empty_pb2.Empty()))
 
 

@@ -195,7 +195,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     try:
         trio.run(_serve, args)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BaseExceptionGroup) as exc:
+        # Ctrl-C comes out of the nursery wrapped in an exception group: quietly exit 130 all the same
+        if isinstance(exc, BaseExceptionGroup) and exc.split(KeyboardInterrupt)[1] is not None:
+            raise
         sys.exit(130)
     except OSError as exc:
         sys.exit(f"error: cannot serve on port {args.port}: {exc}")
