@@ -7,6 +7,9 @@ For each server (its own process, as in `bench.run`), printed in MiB of VmRSS re
 - base:  after start and one call;
 - idle:  with --connections HTTP/2 connections open (preface and SETTINGS exchanged, no stream), and the
          cost per connection;
+- open streams: --streams FullDuplexCall streams over 10 connections, each with its request headers sent
+         and nothing else, so every handler waits for its first message (MiB per 1,000 streams, the 10
+         connections' own cost taken off), in a server process of its own;
 - slow:  with --slow-readers connections, each with one StreamingOutputCall asking for --slow-mib MiB of
          64 KiB messages, whose client grants an unbounded flow-control window but then never reads its
          socket: only the server's own write buffering stands between the responses and its memory
@@ -28,12 +31,21 @@ import h2.connection
 import h2.settings
 
 from bench.run import LABELS, server_process
-from bench.servers import SERVERS, STREAM_PATH, UNARY_PATH, StreamRequest, frame
+from bench.servers import (
+    DUPLEX_PATH,
+    SERVERS,
+    STREAM_PATH,
+    UNARY_PATH,
+    StreamRequest,
+    frame,
+    installed_servers,
+)
 from tests.interop._proto.grpc.testing import messages_pb2
 
 MiB = 1 << 20
 _MESSAGE = 64 * 1024
 _UNBOUNDED_WINDOW = 2**31 - 1
+_STREAM_CONNECTIONS = 10
 
 
 def memory(pid: int) -> tuple[float, float]:
@@ -68,8 +80,15 @@ class RawClient:
         self.h2.receive_data(self.sock.recv(65536))
         self.sock.sendall(self.h2.data_to_send())
 
-    def call(self, path: str, body: bytes) -> None:
-        headers = [
+    def open_stream(self, path: str) -> int:
+        stream_id = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(stream_id, self._headers(path))
+        self.sock.sendall(self.h2.data_to_send())
+        return stream_id
+
+    @staticmethod
+    def _headers(path: str) -> list[tuple[bytes, bytes]]:
+        return [
             (b":method", b"POST"),
             (b":scheme", b"http"),
             (b":path", path.encode()),
@@ -77,13 +96,38 @@ class RawClient:
             (b"content-type", b"application/grpc"),
             (b"te", b"trailers"),
         ]
+
+    def call(self, path: str, body: bytes) -> None:
         stream_id = self.h2.get_next_available_stream_id()
-        self.h2.send_headers(stream_id, headers)
+        self.h2.send_headers(stream_id, self._headers(path))
         self.h2.send_data(stream_id, body, end_stream=True)
         self.sock.sendall(self.h2.data_to_send())
 
     def close(self) -> None:
         self.sock.close()
+
+
+def measure_streams(name: str, args: argparse.Namespace, pin: list[str]) -> dict[str, float]:
+    """RSS before and with the open streams, in a server process of their own: memory freed by an earlier
+    load would otherwise be handed back to the streams, and they would seem to cost nothing."""
+    figures: dict[str, float] = {}
+    with server_process(name, pin) as (process, port):
+        holders = [RawClient(port) for _ in range(_STREAM_CONNECTIONS)]
+        for client in holders:
+            client.handshake()
+        holders[0].call(UNARY_PATH, frame(b""))  # whatever a first call loads is not the streams' cost
+        time.sleep(0.5)
+        figures["streams_base"] = memory(process.pid)[0]
+        for index in range(args.streams):
+            holders[index % _STREAM_CONNECTIONS].open_stream(DUPLEX_PATH)
+        time.sleep(args.hold)
+        figures["streams"] = memory(process.pid)[0]
+        for client in holders:
+            client.close()
+        time.sleep(0.5)
+        if process.poll() is not None:
+            raise SystemExit(f"error: {name} exited during the test")
+    return figures
 
 
 def measure(name: str, args: argparse.Namespace, pin: list[str]) -> dict[str, float]:
@@ -129,59 +173,68 @@ def measure(name: str, args: argparse.Namespace, pin: list[str]) -> dict[str, fl
     return figures
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.memory",
-        description="RSS of each server at rest, with many idle HTTP/2 connections, and under slow readers.",
+        description="RSS of each server at rest, with many idle HTTP/2 connections, with many open streams, "
+        "and under slow readers.",
     )
-    parser.add_argument("--servers", default="trio_grpc,grpc_aio,grpclib", help=f"subset of {SERVERS}")
+    parser.add_argument(
+        "--servers", default=",".join(installed_servers()), help=f"subset of {SERVERS} (default: installed)"
+    )
     parser.add_argument("--connections", type=int, default=1000, help="idle connections (default 1000)")
+    parser.add_argument("--streams", type=int, default=1000, help="open streams, over 10 connections (1000)")
     parser.add_argument("--slow-readers", type=int, default=10, help="slow-reader connections (default 10)")
     parser.add_argument("--slow-mib", type=int, default=64, help="MiB each slow reader asks for (default 64)")
     parser.add_argument("--hold", type=float, default=3.0, help="seconds to hold each load (default 3)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the server to core 0")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = parser.parse_args(argv)
-    pin = [] if args.no_pin else ["taskset", "-c", "0"]
+    args.servers = [name for name in args.servers.split(",") if name]
+    if unknown := set(args.servers) - set(SERVERS):
+        parser.error(f"unknown servers: {sorted(unknown)}")
+    return args
+
+
+def memory_table(
+    servers: list[str], pin: list[str], markdown: bool, args: argparse.Namespace | None = None
+) -> str:
+    """Measure every server in turn (defaults unless `args`); the table, with ratios to grpc.aio."""
+    from bench.run import format_table
+
+    args = args or parse_args([])
     header = [
         "server",
         "base MiB",
-        f"{args.connections} idle MiB",
-        "KiB/conn",
-        "before slow MiB",
-        "slow readers MiB",
+        "MiB/1000 idle conns",
+        "MiB/1000 open streams",
         "MiB/slow reader",
         "after MiB",
     ]
+    figures = {name: measure(name, args, pin) | measure_streams(name, args, pin) for name in servers}
+    idle = {n: (f["idle"] - f["base"]) * 1000 / args.connections for n, f in figures.items()}
+    streams = {n: (f["streams"] - f["streams_base"]) * 1000 / args.streams for n, f in figures.items()}
     rows = []
-    for name in args.servers.split(","):
-        if name not in SERVERS:
-            parser.error(f"unknown server {name!r}")
-        f = measure(name, args, pin)
-        per_connection = (f["idle"] - f["base"]) * 1024 / args.connections
-        rows.append(
-            [
-                LABELS[name],
-                f"{f['base']:.1f}",
-                f"{f['idle']:.1f}",
-                f"{per_connection:.1f}",
-                f"{f['quiet']:.1f}",
-                f"{f['slow']:.1f}",
-                f"{(f['slow'] - f['quiet']) / args.slow_readers:.1f}",
-                f"{f['after']:.1f}",
-            ]
-        )
-        print(f"# {LABELS[name]} done", flush=True)
-    print(
-        f"# slow readers: {args.slow_readers} connections x one call asking {args.slow_mib} MiB, "
-        f"never read; peak RSS over {args.hold:g} s"
+    for name, f in figures.items():
+        row = [LABELS[name], f"{f['base']:.1f}", f"{idle[name]:.1f}", f"{streams[name]:.1f}"]
+        row += [f"{(f['slow'] - f['quiet']) / args.slow_readers:.1f}", f"{f['after']:.1f}"]
+        if "grpc_aio" in figures:
+            row.append(f"{idle[name] / idle['grpc_aio']:.2f}x / {streams[name] / streams['grpc_aio']:.2f}x")
+        rows.append(row)
+    if "grpc_aio" in figures:
+        header.append("idle / streams vs grpc.aio")
+    note = (
+        f"# {args.connections} idle connections; {args.streams} open streams over {_STREAM_CONNECTIONS} "
+        f"connections; slow readers: {args.slow_readers} connections x one call asking {args.slow_mib} MiB, "
+        f"never read, peak RSS over {args.hold:g} s"
     )
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
+    return note + "\n" + format_table(header, rows, markdown)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    pin = [] if args.no_pin else ["taskset", "-c", "0"]
+    print(memory_table(args.servers, pin, args.markdown, args))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ Scenarios (each one a fixed gRPC request body POSTed by h2load, the client that 
 - unary:  UnaryCall echo of a small payload; requests/s.
 - stream: StreamingOutputCall, one request asking for many small responses; messages/s.
 - large:  UnaryCall echo of a 1 MiB payload; MiB/s of payload echoed (each way).
+- stream100: StreamingOutputCall, 1,000 responses of 100 B per call; messages/s.
+- stream64k: StreamingOutputCall, 100 responses of 64 KiB per call, to a client with 1 MiB stream and
+  16 MiB connection windows (as grpc clients grow theirs); MiB/s of response payload.
 
 Method: every server runs as its own process pinned to core 0, h2load (one thread) is pinned to core 1, so
 each server gets one core's worth and the load generator never competes with it. Before the load, each
@@ -47,6 +50,7 @@ from bench.servers import (
     StreamRequest,
     StreamResponse,
     frame,
+    installed_servers,
 )
 from tests.interop._proto.grpc.testing import messages_pb2
 
@@ -58,6 +62,8 @@ LABELS = {
     "bare_h2": "bare h2 (ceiling)",
 }
 MiB = 1 << 20
+SCENARIOS = ("unary", "stream", "large", "stream100", "stream64k")
+OTHER_LOADS = ("pingpong", "client", "memory")  # not made by h2load: bench.loads, bench.memory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +78,8 @@ class Scenario:
     requests: int
     clients: int
     streams: int
+    unit: str = ""  # req/s unless msg/s (messages x calls) or MiB/s (payload x calls)
+    h2load_flags: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +146,42 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
             2,
         ),
     ]
+    all_scenarios.append(_streaming("stream100", 1000, 100, args.requests * 10 // 1000, args, ()))
+    all_scenarios.append(
+        _streaming(
+            "stream64k",
+            100,
+            64 * 1024,
+            args.large_requests // 8,
+            args,
+            ("--window-bits=20", "--connection-window-bits=24"),
+        )
+    )
     return [scenario for scenario in all_scenarios if scenario.name in args.scenarios]
+
+
+def _streaming(
+    name: str, messages: int, size: int, requests: int, args: argparse.Namespace, flags: tuple[str, ...]
+) -> Scenario:
+    """StreamingOutputCall: `messages` responses of `size` bytes per call."""
+    request = StreamRequest(response_parameters=[messages_pb2.ResponseParameters(size=size)] * messages)
+    response = frame(StreamResponse(payload=messages_pb2.Payload(body=bytes(size))).SerializeToString())
+    big = size >= 64 * 1024
+    clients, streams = (2, 2) if big else (args.clients, args.streams)
+    return Scenario(
+        name,
+        f"Server streaming, {messages:,} x {size:,} B responses per call",
+        STREAM_PATH,
+        frame(request.SerializeToString()),
+        messages * len(response),
+        messages,
+        messages * size,
+        max(requests, clients * streams),
+        clients,
+        streams,
+        unit="MiB/s" if big else "msg/s",
+        h2load_flags=flags,
+    )
 
 
 # -- servers ---------------------------------------------------------------------------------------------
@@ -216,6 +259,7 @@ def h2load_command(
         f"--data={body}",
         "--header=content-type: application/grpc",
         "--header=te: trailers",
+        *scenario.h2load_flags,
     ]
     if log is not None:
         command.append(f"--log-file={log}")
@@ -269,6 +313,127 @@ def run_h2load(
     )
 
 
+def run_scenario(
+    args: argparse.Namespace,
+    scenario: Scenario,
+    ports: dict[str, int],
+    processes: dict[str, subprocess.Popen[str]],
+    tmp: Path,
+    pin_load: list[str],
+) -> None:
+    """One h2load scenario against every server: warm-up, interleaved rounds, the table."""
+    body = tmp / f"{scenario.name}.bin"
+    body.write_bytes(scenario.request)
+    log = tmp / "h2load.log"
+    example = h2load_command("h2load", scenario, 0, Path(f"{scenario.name}.bin"), None, scenario.requests)
+    print(f"\n## {scenario.title}\n# {' '.join(example).replace(':0/', ':PORT/')}", flush=True)
+    warm_up = max(scenario.requests // 5, scenario.clients * scenario.streams)
+    for name in args.servers:
+        verify(name, ports[name], scenario)
+        command = h2load_command(args.h2load, scenario, ports[name], body, None, warm_up)
+        run_h2load(pin_load + command, scenario, warm_up, None, processes[name].pid)
+    rounds: dict[str, list[Result]] = {name: [] for name in args.servers}
+    for _ in range(args.rounds):
+        for name in args.servers:
+            command = h2load_command(args.h2load, scenario, ports[name], body, log, scenario.requests)
+            rounds[name].append(
+                run_h2load(pin_load + command, scenario, scenario.requests, log, processes[name].pid)
+            )
+            if processes[name].poll() is not None:
+                raise SystemExit(f"error: server {name} exited during the load")
+    picked = {name: pick(results, args.pick) for name, results in rounds.items()}
+    for name, results in rounds.items():
+        spread = ", ".join(f"{throughput(scenario, r)[1]:,.0f}" for r in results)
+        print(f"#   {LABELS[name]}: rounds {spread}", flush=True)
+    print(table(scenario, picked, args.markdown), flush=True)
+    if starved := [LABELS[n] for n, r in picked.items() if r.cpu_share < 0.9]:
+        print(
+            f"# warning: {', '.join(starved)} used under 90% of its core: other load on the "
+            "machine, or a server that waits (CPU µs/call is much less disturbed by other load)"
+        )
+
+
+def run_pingpong(
+    args: argparse.Namespace,
+    ports: dict[str, int],
+    processes: dict[str, subprocess.Popen[str]],
+    pin_load: list[str],
+) -> None:
+    """Round trips on one FullDuplexCall (`bench.loads pingpong`), the servers interleaved."""
+    rounds = 500 if args.quick else 5000
+    print(f"\n## Ping-pong on one FullDuplexCall, 16 B answers, {rounds} round trips", flush=True)
+    print(f"# python -m bench.loads pingpong PORT --rounds {rounds}")
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in args.servers}
+    for _ in range(args.rounds):
+        for name in args.servers:
+            line = _load_line([*pin_load, "pingpong", str(ports[name]), "--rounds", str(rounds)])
+            p50, p99 = (float(x) for x in line.split()[1:])
+            results[name].append((p50, p99))
+            if processes[name].poll() is not None:
+                raise SystemExit(f"error: server {name} exited during the load")
+    picked = {name: sorted(r)[len(r) // 2] for name, r in results.items()}
+    for name, r in results.items():
+        print(f"#   {LABELS[name]}: p50 rounds " + ", ".join(f"{p50:,.0f}" for p50, _ in r))
+    print(_ratio_table(["server", "p50 µs", "p99 µs"], picked, args.servers, args.markdown), flush=True)
+
+
+def run_client_load(args: argparse.Namespace, pin_server: list[str], pin_load: list[str]) -> None:
+    """Each client stack's CPU per unary call against grpcio's sync server (`bench.loads client`)."""
+    from bench.loads import CLIENT_STACKS
+
+    stacks = [s for s in CLIENT_STACKS if s in installed_servers()]
+    calls = 3000 if args.quick else 20000
+    print(
+        f"\n## Clients: 64 concurrent unary callers, {calls} calls, against grpcio's sync server", flush=True
+    )
+    print(f"# python -m bench.loads client STACK PORT --calls {calls}")
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in stacks}
+    with server_process("grpc_sync", pin_server) as (_, port):
+        for _ in range(args.rounds):
+            for name in stacks:
+                line = _load_line([*pin_load, "client", name, str(port), "--calls", str(calls)])
+                rate, cpu = (float(x) for x in line.split()[1:])
+                results[name].append((cpu, rate))
+    picked = {name: sorted(r)[len(r) // 2] for name, r in results.items()}
+    for name, r in results.items():
+        print(f"#   {LABELS[name]}: CPU µs/call rounds " + ", ".join(f"{cpu:,.0f}" for cpu, _ in r))
+    print(_ratio_table(["client", "CPU µs/call", "calls/s"], picked, stacks, args.markdown), flush=True)
+
+
+def _load_line(arguments: list[str]) -> str:
+    """Run `bench.loads` (after any taskset prefix in `arguments`) and return its one result line."""
+    prefix = arguments[: arguments.index("-c") + 2] if "taskset" in arguments else []
+    rest = arguments[len(prefix) :]
+    completed = subprocess.run(
+        [*prefix, sys.executable, "-m", "bench.loads", *rest],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if completed.returncode != 0:
+        raise SystemExit(f"error: bench.loads {' '.join(rest)} failed: {completed.stderr.strip()}")
+    return completed.stdout.strip().splitlines()[-1]
+
+
+def _ratio_table(
+    header: list[str], picked: dict[str, tuple[float, float]], names: list[str], markdown: bool
+) -> str:
+    """Rows of (first, second) figures, lower first figure is better, with ratios to the peers."""
+    references = [name for name in ("grpc_aio", "grpclib") if name in picked]
+    header = [*header, *(f"vs {LABELS[r]}" for r in references)]
+    rows = [
+        [
+            LABELS[name],
+            f"{picked[name][0]:,.0f}",
+            f"{picked[name][1]:,.0f}",
+            *(f"{picked[name][0] / picked[r][0]:.2f}x" for r in references),
+        ]
+        for name in names
+    ]
+    return format_table(header, rows, markdown)
+
+
 def pick(results: list[Result], how: str) -> Result:
     """The median round, or the best one (other load on the machine only ever makes a round slower)."""
     ordered = sorted(results, key=lambda r: r.requests_per_second)
@@ -283,7 +448,7 @@ def load_average() -> str:
 
 
 def throughput(scenario: Scenario, result: Result) -> tuple[str, float]:
-    if scenario.name == "large":
+    if scenario.name == "large" or scenario.unit == "MiB/s":
         return "MiB/s", result.requests_per_second * scenario.payload / MiB
     if scenario.messages > 1:
         return "msg/s", result.requests_per_second * scenario.messages
@@ -304,6 +469,10 @@ def table(scenario: Scenario, results: dict[str, Result], markdown: bool) -> str
         row += [f"{cpu_per_call:,.0f}", f"{result.cpu_share:.0%}"]
         row += [f"{value / throughput(scenario, results[r])[1]:.2f}x" for r in references]
         rows.append(row)
+    return format_table(header, rows, markdown)
+
+
+def format_table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
     if markdown:
         lines = [
             "| " + " | ".join(header) + " |",
@@ -350,8 +519,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--size", type=int, default=16, help="payload bytes of the small messages (default 16)"
     )
     parser.add_argument("--stream-messages", type=int, default=100, help="responses per streaming call (100)")
-    parser.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated subset of {SERVERS}")
-    parser.add_argument("--scenarios", default="unary,stream,large", help="comma-separated subset")
+    parser.add_argument(
+        "--servers",
+        default=",".join(installed_servers()),
+        help=f"comma-separated subset of {SERVERS} (default: those installed)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS + OTHER_LOADS),
+        help=f"comma-separated subset of {','.join(SCENARIOS + OTHER_LOADS)} (default: all)",
+    )
     parser.add_argument(
         "--no-pin", action="store_true", help="do not pin server and h2load to separate cores"
     )
@@ -370,7 +547,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     if unknown := set(args.servers) - set(SERVERS):
         parser.error(f"unknown servers: {sorted(unknown)}")
-    if unknown := set(args.scenarios) - {"unary", "stream", "large"}:
+    if unknown := set(args.scenarios) - set(SCENARIOS + OTHER_LOADS):
         parser.error(f"unknown scenarios: {sorted(unknown)}")
     if args.h2load is None:
         parser.error("h2load not found: apt-get install nghttp2-client, or pass --h2load")
@@ -397,37 +574,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         for name in args.servers:
             processes[name], ports[name] = stack.enter_context(server_process(name, pin_server))
         for scenario in chosen:
-            body = Path(tmp) / f"{scenario.name}.bin"
-            body.write_bytes(scenario.request)
-            log = Path(tmp) / "h2load.log"
-            example = h2load_command(
-                "h2load", scenario, 0, Path(f"{scenario.name}.bin"), None, scenario.requests
-            )
-            print(f"\n## {scenario.title}\n# {' '.join(example).replace(':0/', ':PORT/')}", flush=True)
-            warm_up = max(scenario.requests // 5, scenario.clients * scenario.streams)
-            for name in args.servers:
-                verify(name, ports[name], scenario)
-                command = h2load_command(args.h2load, scenario, ports[name], body, None, warm_up)
-                run_h2load(pin_load + command, scenario, warm_up, None, processes[name].pid)
-            rounds: dict[str, list[Result]] = {name: [] for name in args.servers}
-            for _ in range(args.rounds):
-                for name in args.servers:
-                    command = h2load_command(args.h2load, scenario, ports[name], body, log, scenario.requests)
-                    rounds[name].append(
-                        run_h2load(pin_load + command, scenario, scenario.requests, log, processes[name].pid)
-                    )
-                    if processes[name].poll() is not None:
-                        raise SystemExit(f"error: server {name} exited during the load")
-            picked = {name: pick(results, args.pick) for name, results in rounds.items()}
-            for name, results in rounds.items():
-                spread = ", ".join(f"{throughput(scenario, r)[1]:,.0f}" for r in results)
-                print(f"#   {LABELS[name]}: rounds {spread}", flush=True)
-            print(table(scenario, picked, args.markdown), flush=True)
-            if starved := [LABELS[n] for n, r in picked.items() if r.cpu_share < 0.9]:
-                print(
-                    f"# warning: {', '.join(starved)} used under 90% of its core: other load on the "
-                    "machine, or a server that waits (CPU µs/call is much less disturbed by other load)"
-                )
+            run_scenario(args, scenario, ports, processes, Path(tmp), pin_load)
+        if "pingpong" in args.scenarios:
+            run_pingpong(args, ports, processes, pin_load)
+    if "client" in args.scenarios:
+        run_client_load(args, pin_server, pin_load)
+    if "memory" in args.scenarios:
+        from bench.memory import memory_table
+
+        print("\n## Memory (VmRSS)", flush=True)
+        print(memory_table(args.servers, pin_server, args.markdown), flush=True)
     print(f"\n# done in {time.monotonic() - started:.0f} s; {load_average()}")
 
 

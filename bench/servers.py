@@ -2,10 +2,13 @@
 
     python -m bench.servers {trio_grpc,grpc_aio,grpclib,bare_h2} [--port N] [--profile FILE]
 
-Every server answers, on 127.0.0.1, the two methods of the interop `grpc.testing.TestService` used here:
+Every server answers, on 127.0.0.1, the methods of the interop `grpc.testing.TestService` used here:
 - `UnaryCall`: SimpleRequest -> SimpleResponse carrying the request's payload back (echo);
 - `StreamingOutputCall`: StreamingOutputCallRequest -> one StreamingOutputCallResponse per entry of
-  `response_parameters`, each with a payload of `size` zero bytes.
+  `response_parameters`, each with a payload of `size` zero bytes;
+- `FullDuplexCall`: the same answer to each request of the stream, as soon as it arrives (ping-pong).
+`grpc_sync` (grpcio's thread-pool server) is not among the servers compared: it is the fixed target of
+the client load (`bench.loads client`).
 The application work (protobuf parse, build, serialize) is the same functions everywhere, so only the
 gRPC stack differs. `bare_h2` is the ceiling: Trio and h2 with nothing else, answering in the read loop,
 no task per call, no limits, no validation beyond what h2 does, and no backpressure: it holds a whole
@@ -22,6 +25,7 @@ import argparse
 import collections
 import contextlib
 import functools
+import importlib.util
 import logging
 import os
 import signal
@@ -35,7 +39,16 @@ from tests.interop._proto.grpc.testing import messages_pb2, test_pb2
 SERVICE = "grpc.testing.TestService"
 UNARY_PATH = f"/{SERVICE}/UnaryCall"
 STREAM_PATH = f"/{SERVICE}/StreamingOutputCall"
+DUPLEX_PATH = f"/{SERVICE}/FullDuplexCall"
 SERVERS = ("trio_grpc", "grpc_aio", "grpclib", "bare_h2")
+#: The module each server needs beyond trio_grpc's own dependencies (peers may not be installed).
+_NEEDS = {"grpc_aio": "grpc", "grpclib": "grpclib"}
+
+
+def installed_servers() -> list[str]:
+    """The servers whose gRPC stack is importable here."""
+    return [name for name in SERVERS if name not in _NEEDS or importlib.util.find_spec(_NEEDS[name])]
+
 
 SimpleRequest = messages_pb2.SimpleRequest
 SimpleResponse = messages_pb2.SimpleResponse
@@ -80,6 +93,11 @@ def serve_trio_grpc(port: int) -> None:
             for response in stream_responses(request):
                 await context.send(response)
 
+        async def FullDuplexCall(self, requests: Any, context: trio_grpc.ServicerContext) -> None:
+            async for request in requests:
+                for response in stream_responses(request):
+                    await context.send(response)
+
     binding = trio_grpc.bind_service(test_pb2.DESCRIPTOR.services_by_name["TestService"], EchoService())
 
     async def main() -> None:
@@ -107,6 +125,11 @@ def serve_grpc_aio(port: int) -> None:
         for response in stream_responses(request):
             yield response
 
+    async def duplex(requests: Any, context: Any) -> AsyncIterator[Any]:
+        async for request in requests:
+            for response in stream_responses(request):
+                yield response
+
     handler = grpc.method_handlers_generic_handler(
         SERVICE,
         {
@@ -117,6 +140,11 @@ def serve_grpc_aio(port: int) -> None:
             ),
             "StreamingOutputCall": grpc.unary_stream_rpc_method_handler(
                 streaming,
+                request_deserializer=StreamRequest.FromString,
+                response_serializer=StreamResponse.SerializeToString,
+            ),
+            "FullDuplexCall": grpc.stream_stream_rpc_method_handler(
+                duplex,
                 request_deserializer=StreamRequest.FromString,
                 response_serializer=StreamResponse.SerializeToString,
             ),
@@ -156,10 +184,16 @@ def serve_grpclib(port: int) -> None:
             for response in stream_responses(request):
                 await stream.send_message(response)
 
+        async def duplex(self, stream: Stream[Any, Any]) -> None:
+            async for request in stream:
+                for response in stream_responses(request):
+                    await stream.send_message(response)
+
         def __mapping__(self) -> dict[str, Handler]:
             return {
                 UNARY_PATH: Handler(self.unary, Cardinality.UNARY_UNARY, SimpleRequest, SimpleResponse),
                 STREAM_PATH: Handler(self.streaming, Cardinality.UNARY_STREAM, StreamRequest, StreamResponse),
+                DUPLEX_PATH: Handler(self.duplex, Cardinality.STREAM_STREAM, StreamRequest, StreamResponse),
             }
 
     async def main() -> None:
@@ -250,6 +284,21 @@ def serve_bare_h2(port: int) -> None:
             del unsent[stream_id]
             conn.send_headers(stream_id, _OK_TRAILERS, end_stream=True)
 
+        duplex: set[int] = set()  # FullDuplexCall streams whose response headers are out
+
+        def answer_duplex(stream_id: int) -> None:
+            """Answer every complete request message of a FullDuplexCall at once, in one DATA frame each.
+            Made for ping-pong: small answers, a peer that returns credit; no wait for window."""
+            body = bodies[stream_id]
+            if stream_id not in duplex:
+                conn.send_headers(stream_id, _RESPONSE_HEADERS)
+                duplex.add(stream_id)
+            while len(body) >= 5 and len(body) >= 5 + (length := int.from_bytes(body[1:5], "big")):
+                request = StreamRequest.FromString(bytes(body[5 : 5 + length]))
+                del body[: 5 + length]
+                for response in stream_responses(request):
+                    conn.send_data(stream_id, frame(response.SerializeToString()))
+
         await sock.send_all(conn.data_to_send())
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             while data := await sock.receive_some(65536):
@@ -258,8 +307,15 @@ def serve_bare_h2(port: int) -> None:
                         bodies[event.stream_id] += event.data
                         if event.flow_controlled_length:
                             conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                        if paths.get(event.stream_id) == DUPLEX_PATH.encode():
+                            answer_duplex(event.stream_id)
                     elif isinstance(event, h2.events.RequestReceived):
                         paths[event.stream_id] = dict(event.headers)[b":path"]
+                    elif isinstance(event, h2.events.StreamEnded) and event.stream_id in duplex:
+                        duplex.discard(event.stream_id)  # every request was answered as it came
+                        paths.pop(event.stream_id, None)
+                        bodies.pop(event.stream_id, None)
+                        conn.send_headers(event.stream_id, _OK_TRAILERS, end_stream=True)
                     elif isinstance(event, h2.events.StreamEnded):
                         stream_id = event.stream_id
                         response = _bare_answer(paths.pop(stream_id), bytes(bodies.pop(stream_id, b"")))
@@ -273,6 +329,7 @@ def serve_bare_h2(port: int) -> None:
                         for stream_id in list(unsent):
                             pump(stream_id)
                     elif isinstance(event, h2.events.StreamReset):
+                        duplex.discard(event.stream_id)
                         unsent.pop(event.stream_id, None)
                         paths.pop(event.stream_id, None)
                         bodies.pop(event.stream_id, None)
@@ -288,11 +345,42 @@ def serve_bare_h2(port: int) -> None:
     trio.run(main)
 
 
+# -- (e) grpcio's sync server: the fixed target of the client load ---------------------------------------
+
+
+def serve_grpc_sync(port: int) -> None:
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    import concurrent.futures
+
+    import grpc
+
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "UnaryCall": grpc.unary_unary_rpc_method_handler(
+                lambda request, context: echo(request),
+                request_deserializer=SimpleRequest.FromString,
+                response_serializer=SimpleResponse.SerializeToString,
+            )
+        },
+    )
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(8), options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers((handler,))
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    _ready(bound)
+    try:
+        server.wait_for_termination()
+    finally:
+        server.stop(None)
+
+
 SERVE: dict[str, Callable[[int], None]] = {
     "trio_grpc": serve_trio_grpc,
     "grpc_aio": serve_grpc_aio,
     "grpclib": serve_grpclib,
     "bare_h2": serve_bare_h2,
+    "grpc_sync": serve_grpc_sync,
 }
 
 
@@ -315,7 +403,7 @@ def main() -> None:
         description="Serve the benchmark echo service (grpc.testing.TestService UnaryCall and "
         "StreamingOutputCall) on 127.0.0.1 with one gRPC stack; prints 'READY <port>' once listening.",
     )
-    parser.add_argument("server", choices=SERVERS)
+    parser.add_argument("server", choices=SERVE)
     parser.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
     parser.add_argument("--profile", metavar="FILE", help="run under cProfile; write pstats on SIGINT")
     args = parser.parse_args()

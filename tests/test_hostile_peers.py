@@ -592,16 +592,18 @@ async def test_client_that_never_sends_window_update_blocks_the_handler() -> Non
     request = messages_pb2.StreamingOutputCallRequest(
         response_parameters=[messages_pb2.ResponseParameters(size=1000)]
     )
+    one_response = messages_pb2.StreamingOutputCallResponse(payload=messages_pb2.Payload(body=b"s" * 1000))
+    message_size = len(frame(one_response.SerializeToString()))
     with trio.fail_after(TIMEOUT):
         async with serving() as running, RawClient.connect(running.port, acknowledge_data=False) as client:
             stream_id = await client.request(SERVER_STREAMING, frame(request.SerializeToString()))
             response = client.responses[stream_id]
-            while len(response.data) < 65535 - 1005:  # the default initial window, less one message
+            while len(response.data) < 65535:  # the default initial window: the last message half sent
                 await client.receive()
             await trio.testing.wait_all_tasks_blocked()
-            assert len(response.data) <= 65535
+            assert len(response.data) == 65535
             sent = running.service.sent
-            assert sent == len(response.data) // 1005
+            assert sent == 65535 // message_size  # the messages that fitted whole; the next one waits
             assert running.connection()._outgoing_size == 0
             # Still blocked: it does not busy-loop, nor buffer what it cannot send.
             await trio.testing.wait_all_tasks_blocked()

@@ -6,6 +6,13 @@ Theory of operation:
 - Every write leaves through one flush point: code that changes h2 state calls `flush_soon()`, which moves
   h2's output onto the outgoing queue and wakes `_write_loop`, the only task that writes to the socket.
   Frames produced while a write is in progress go out together in the next one.
+- Messages are coalesced: `send_data` queues a message's bytes on its stream (`_queue_data`) instead of
+  handing them to h2, and the writer, when it next runs, hands h2 each stream's queued bytes in as few DATA
+  frames as the frame size allows (`_send_pending`). So messages sent in a loop leave many to a frame and
+  many frames to a write, while a lone message waits only for the writer's next turn. Anything that must
+  follow a stream's messages (trailers, END_STREAM) first hands h2 what that stream has queued. Queued bytes
+  are counted against the windows when queued, and the read loop hands h2 everything queued before it feeds
+  h2 what the peer sent: a SETTINGS that shrinks the windows thus never finds bytes queued past them.
 - Receive backpressure: a stream returns flow-control credit to the peer only while its complete, unread
   messages stay under `stream_read_buffer_size`; once the application reads them, the credit goes back.
   A peer whose messages nobody reads therefore stops at its stream window instead of filling our memory.
@@ -25,10 +32,10 @@ Theory of operation:
 - Memory comes back at once: nothing here forms a reference cycle that outlives the connection (stored
   exceptions are raised as fresh copies, whose tracebacks would otherwise hold the frames holding the stream;
   the event dispatch table is per class, not a dict of bound methods; h2's own cycle is broken at the end).
-- Send backpressure: `send_data` hands h2 what the peer's windows allow at once and waits for WINDOW_UPDATE
-  only once a window is empty, never for room for a whole message (peers credit only after part of a window
-  is consumed); a send interrupted half-way resets the stream. It also waits while the outgoing queue holds
-  more than `write_buffer_size` bytes. Frames we must send
+- Send backpressure: `send_data` queues what the peer's windows allow at once (less what is queued already)
+  and waits for WINDOW_UPDATE only once a window is empty, never for room for a whole message (peers credit
+  only after part of a window is consumed); a send interrupted half-way resets the stream. It also waits while
+  more than `write_buffer_size` bytes are queued (on streams or for the socket). Frames we must send
   whatever happens, in answer to the peer (ACKs, resets), count towards a hard cap: a peer that makes us
   queue more than four times the buffer of them without reading its socket is disconnected.
 This module moves headers and messages. It does not know about paths, handlers, deadlines or compression,
@@ -98,6 +105,8 @@ class Stream:
         "_held_credit",
         "_lot",
         "_messages",
+        "_pending",
+        "_pending_size",
         "_unsent_credit",
         "_window_lot",
         "closed",
@@ -121,6 +130,9 @@ class Stream:
         self._unsent_credit = 0
         self._lot = trio.lowlevel.ParkingLot()
         self._window_lot = trio.lowlevel.ParkingLot()
+        #: Message bytes queued for h2 by `send_data`, not yet in DATA frames (see coalescing above).
+        self._pending: list[bytes | memoryview] = []
+        self._pending_size = 0
         self.headers: list[tuple[bytes, bytes]] | None = None
         self.trailers: list[tuple[bytes, bytes]] | None = None
         #: END_STREAM received: no more messages will come.
@@ -292,7 +304,11 @@ class Connection:
         _keep_streams_open_after_goaway(self.h2)
         self.streams: dict[int, Stream] = {}
         self._outgoing: list[bytes] = []
+        #: Bytes queued for the socket, including the message bytes queued on streams.
         self._outgoing_size = 0
+        #: Streams with message bytes queued, and the total of those bytes (counted against the windows).
+        self._pending_streams: dict[int, Stream] = {}
+        self._pending_total = 0
         #: Of `_outgoing_size`, at most this much was queued in answer to what the peer sent (ACKs, resets).
         self._answers_size = 0
         self._writer_lot = trio.lowlevel.ParkingLot()
@@ -362,6 +378,46 @@ class Connection:
             if self._writer_lot:
                 self._writer_lot.unpark_all()
 
+    def _queue_data(self, stream: Stream, chunk: bytes | memoryview) -> None:
+        """Queue message bytes on a stream, for the writer to hand h2 together with what follows them."""
+        if not stream._pending:
+            self._pending_streams[stream.id] = stream
+        size = len(chunk)
+        stream._pending.append(chunk)
+        stream._pending_size += size
+        self._pending_total += size
+        self._outgoing_size += size
+        if self._writer_lot:
+            self._writer_lot.unpark_all()
+
+    def _send_pending(self) -> None:
+        """Hand h2 the bytes queued on every stream, and queue the frames for the socket."""
+        streams, self._pending_streams = self._pending_streams, {}
+        for stream in streams.values():
+            self._frame_pending(stream)
+        self.flush_soon()
+
+    def _send_pending_of(self, stream: Stream) -> None:
+        """Hand h2 what one stream has queued: before anything that must follow its messages."""
+        if stream._pending:
+            del self._pending_streams[stream.id]
+            self._frame_pending(stream)
+
+    def _frame_pending(self, stream: Stream) -> None:
+        """A stream's queued bytes into DATA frames as large as the peer allows. They fit the windows: they
+        were counted against them when queued, and no SETTINGS was applied since (see `_read_loop`)."""
+        chunks, size = stream._pending, stream._pending_size
+        stream._pending, stream._pending_size = [], 0
+        self._pending_total -= size
+        self._outgoing_size -= size  # flush_soon() counts the frames instead
+        if stream.closed is not None or not self._h2_stream_open(stream.id):
+            return  # reset: the peer discards what the stream would have carried
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        view = memoryview(data)
+        frame_size = self.h2.max_outbound_frame_size
+        for offset in range(0, size, frame_size):
+            self.h2.send_data(stream.id, view[offset : offset + frame_size])
+
     def send_raw_frame(self, frame: bytes) -> None:
         self._outgoing.append(frame)
         self._outgoing_size += len(frame)
@@ -371,6 +427,8 @@ class Connection:
         socket = self.socket
         try:
             while True:
+                if self._pending_streams:
+                    self._send_pending()
                 if not self._outgoing:
                     if self._closing:
                         return
@@ -427,6 +485,8 @@ class Connection:
             if not data:
                 self._connection_lost("connection closed by peer")
                 return
+            if self._pending_streams:  # they fit the windows now; a SETTINGS in `data` may shrink them
+                self._send_pending()
             try:
                 events = receive(data)
             except h2.exceptions.ProtocolError as exc:
@@ -611,6 +671,7 @@ class Connection:
             raise fresh(stream.closed)
         if not self._h2_stream_open(stream.id):  # h2 would take a forgotten one for a new stream
             raise StreamClosed("stream closed by the peer")
+        self._send_pending_of(stream)
         self.h2.send_headers(stream.id, headers, end_stream=end_stream)
         self.headers_and_data_sent += 1
         if end_stream:
@@ -618,7 +679,7 @@ class Connection:
         self.flush_soon()
 
     async def send_data(self, stream: Stream, data: bytes | memoryview, end_stream: bool = False) -> None:
-        """Send one message: as much as the peer's windows allow now, the rest as WINDOW_UPDATEs come.
+        """Send one message: queue as much as the peer's windows allow now, the rest as WINDOW_UPDATEs come.
 
         It never waits while window is open. Peers grant credit only once part of their window is used
         (nghttp2 at half, grpc-go at a quarter): waiting for room for a whole message could wait forever.
@@ -636,32 +697,32 @@ class Connection:
             while True:
                 if stream.closed is not None:
                     raise fresh(stream.closed)
+                if stream.local_ended:
+                    raise StreamClosed("stream already ended on our side")
                 if self._outgoing_size > high_water:
                     await self._wait_for_drain()
                     continue
-                window = h2conn.local_flow_control_window(stream.id)
+                # What the windows allow beyond the bytes already queued, on this stream and on all.
+                window = min(
+                    h2conn.local_flow_control_window(stream.id) - stream._pending_size,
+                    h2conn.outbound_flow_control_window - self._pending_total,
+                )
                 # A half-sent message that is not ours (offset 0) belongs to another task: it goes first.
                 if window <= 0 or (stream.partial_send and not offset):
                     await stream._window_lot.park()
                     continue
-                frame_size = h2conn.max_outbound_frame_size
                 end = min(total, offset + window)
-                while offset < end:
-                    size = min(end - offset, frame_size)
-                    h2conn.send_data(stream.id, view[offset : offset + size])
-                    offset += size
+                self._queue_data(stream, view[offset:end] if offset or end < total else data)
+                offset = end
                 self.headers_and_data_sent += 1
                 if offset < total:
                     stream.partial_send = True
-                    self.flush_soon()
                     continue
                 if stream.partial_send:
                     stream.partial_send = False
                     stream._window_lot.unpark_all()  # sends from other tasks waiting for their turn
                 if end_stream:
-                    h2conn.end_stream(stream.id)
-                    stream.local_ended = True
-                self.flush_soon()
+                    self.end_stream(stream)
                 # No wait was needed: still honour cancellation, and let the writer run once a batch
                 # worth a write has gathered, without giving up batching for every small message.
                 if self._outgoing_size >= _YIELD_AFTER_BYTES:
@@ -689,6 +750,7 @@ class Connection:
 
     def end_stream(self, stream: Stream) -> None:
         if stream.closed is None and not stream.local_ended:
+            self._send_pending_of(stream)
             self.h2.end_stream(stream.id)
             stream.local_ended = True
             self.flush_soon()
@@ -738,6 +800,9 @@ class Connection:
         self._drained_lot.unpark_all()
         for stream in list(self.streams.values()):
             stream._close(self.lost)
+        for stream in self._pending_streams.values():  # never to be sent: not kept until the streams go
+            stream._pending, stream._pending_size = [], 0
+        self._pending_streams.clear()
         shared, self._shared_budget = self._shared_budget, None
         if shared is not None:  # what our streams still hold is theirs to read, but no longer the server's
             shared.used -= self._held_bytes
