@@ -285,7 +285,7 @@ async def assert_still_serving(client: RawClient) -> None:
 async def test_wrong_content_type_gets_http_415() -> None:
     with trio.fail_after(TIMEOUT):
         async with serving() as running, RawClient.connect(running.port) as client:
-            for content_type in (b"text/plain", b"application/json"):
+            for content_type in (b"text/plain", b"application/json", b"application/grpcx"):
                 stream_id = await client.request(
                     body=unary_request(), set_headers={b"content-type": content_type}
                 )

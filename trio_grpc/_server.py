@@ -27,7 +27,7 @@ import h2.settings
 import trio
 from google.protobuf.message import Message
 
-from ._codec import deserialize, serialize, status_headers
+from ._codec import deserialize, is_grpc_content_type, serialize, status_headers
 from ._compression import ACCEPT_ENCODING, is_supported, parse_accept_encoding
 from ._metadata import Headers, Metadata, decode_metadata, encode_metadata
 from ._service import Handler, MethodSpec, ServiceBinding
@@ -479,7 +479,7 @@ class ServerConnection(Connection):
         HTTP status None: no response at all, RST_STREAM(INTERNAL_ERROR) instead.
         """
         content_type = headers.get(b"content-type", b"")
-        if not content_type.startswith(_GRPC_CONTENT_TYPE):
+        if not is_grpc_content_type(content_type):
             return b"415", StatusCode.INVALID_ARGUMENT, f"invalid gRPC request content-type {content_type!r}"
         if headers.get(b":method") != b"POST":
             return b"405", StatusCode.INTERNAL, "gRPC requires the POST method"
