@@ -686,8 +686,8 @@ class Connection:
         It also waits while more than `write_buffer_size` is queued for the socket.
         Interrupted with part of its message out (cancelled, a deadline), it hands the rest to
         `_interrupted_mid_message`: neither trailers nor another message may follow half a message, so a
-        client resets the stream and a server sends the rest before the status. Sends from several tasks on one
-        stream take turns, a message at a time.
+        client resets the stream and a server sends the rest before the status. Sends from several tasks on
+        one stream take turns, a message at a time.
         """
         h2conn = self.h2
         view = memoryview(data)
