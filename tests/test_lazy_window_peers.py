@@ -611,3 +611,27 @@ async def test_sends_from_two_tasks_on_one_stream_take_turns() -> None:
     assert response == StreamingInputCallResponse(aggregated_payload_size=6 * 50_000)
     ((_, received),) = peer_server.calls
     assert sorted(received) == sorted(request.SerializeToString() for request in requests)
+
+
+async def test_half_close_waits_for_a_message_another_task_has_half_sent() -> None:
+    """done_writing() must not put END_STREAM after half a message another task is still sending."""
+    half_closed = trio.Event()
+
+    async def half_close(call: trio_grpc.Call) -> None:
+        await call.done_writing()
+        half_closed.set()
+
+    with trio.fail_after(TIMEOUT):
+        async with channel_to_peer(NEVER) as (stub, peer_server):
+            async with stub.StreamingInputCall.open() as call, trio.open_nursery() as nursery:
+                nursery.start_soon(call.send, big_request())
+                await trio.testing.wait_all_tasks_blocked()  # the send waits for window, half-way
+                nursery.start_soon(half_close, call)
+                await trio.testing.wait_all_tasks_blocked()
+                assert not half_closed.is_set()  # it waits its turn behind the half-sent message
+                nursery.cancel_scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            request = the_one_request(peer_server)
+    assert len(request.data) == WINDOW
+    assert not request.ended  # no END_STREAM after half a message: the call was reset instead
+    assert request.reset == ErrorCodes.CANCEL

@@ -453,6 +453,8 @@ class Call:
         """Half-close: no more requests."""
         stream = self._live_stream()
         assert self._connection is not None
+        if stream.partial_send:  # another task's message is half-sent: END_STREAM must wait for the rest
+            await self._bounded(self._connection.wait_for_turn, stream)
         self._connection.end_stream(stream)
         await trio.lowlevel.checkpoint()
 

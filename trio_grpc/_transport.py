@@ -749,6 +749,11 @@ class Connection:
         stream.partial_send = False  # the turn is ours: nobody else may send on the stream now
         await self.send_data(stream, rest)
 
+    async def wait_for_turn(self, stream: Stream) -> None:
+        """Until no message is half-sent on `stream`: what must come before END_STREAM from another task."""
+        while stream.partial_send and stream.closed is None:
+            await stream._window_lot.park()
+
     def end_stream(self, stream: Stream) -> None:
         if stream.closed is None and not stream.local_ended:
             self._send_pending_of(stream)
