@@ -420,7 +420,11 @@ class _Room:
 
     def _cut_off_expired(self, now: float) -> None:
         for subscription, deadline in list(self._full.items()):
-            if deadline <= now and self._detach(subscription):
+            if deadline > now:
+                continue
+            attached = self._detach(subscription)
+            self._stop_holding_back(subscription)  # also if it was not attached: `_hold_back` loops on these
+            if attached:
                 subscription._finish(_End.TOO_SLOW)
                 if isinstance(subscription, Member):
                     logger.info("%r left room %s: too slow, cut off", subscription.name, self.room_id)
