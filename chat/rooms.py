@@ -182,7 +182,7 @@ class Subscription:
         self._lot = trio.lowlevel.ParkingLot()
         self._scope = trio.CancelScope()
         self._end: _End | None = None
-        #: Why it was cut off: the RESOURCE_EXHAUSTED message.
+        #: Why it holds the room back (and, if cut off, the RESOURCE_EXHAUSTED message): set when it fills.
         self._too_slow = ""
         self._closing_delivered = False
 
@@ -238,9 +238,13 @@ class Subscription:
         if self._lot:
             self._lot.unpark_all()
         settings = room._settings
-        if self._cut_off_at is None and (
-            len(self._buffer) >= settings.buffer_size or self._buffered_bytes >= settings.buffer_bytes
-        ):
+        if self._cut_off_at is None:
+            if len(self._buffer) >= settings.buffer_size:
+                self._too_slow = f"too slow: fell {settings.buffer_size} messages behind"
+            elif self._buffered_bytes >= settings.buffer_bytes:
+                self._too_slow = f"too slow: fell {settings.buffer_bytes} bytes behind"
+            else:
+                return
             self._cut_off_at = trio.current_time() + settings.hold_back
             room._full[self] = self._cut_off_at
 
@@ -263,7 +267,6 @@ class Subscription:
         if self._lot:
             self._lot.unpark_all()
         if end is _End.TOO_SLOW:
-            self._too_slow = self._room._why_too_slow(self)
             self._drop_buffer()
             self._scope.cancel()
 
@@ -434,11 +437,6 @@ class _Room:
         subscription._cut_off_at = None
         if self._full.pop(subscription, None) is not None and self._drained:
             self._drained.unpark_all()
-
-    def _why_too_slow(self, subscription: Subscription) -> str:
-        if len(subscription._buffer) >= self._settings.buffer_size:
-            return f"too slow: fell {self._settings.buffer_size} messages behind"
-        return f"too slow: fell {self._settings.buffer_bytes} bytes behind"
 
     def _subscribers(self) -> Iterator[Subscription]:
         return itertools.chain(self._members.values(), self._listeners)

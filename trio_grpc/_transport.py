@@ -637,7 +637,8 @@ class Connection:
 
     def _wake_all_senders(self) -> None:
         for stream in self.streams.values():
-            stream._window_lot.unpark_all()
+            if stream._window_lot:  # unpark_all is not free, and this runs per connection WINDOW_UPDATE
+                stream._window_lot.unpark_all()
 
     def _on_ping_ack(self, event: h2.events.PingAckReceived) -> None:
         self._ping_ack.set()
