@@ -95,8 +95,31 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         metavar="N",
         default=defaults.buffer_size,
-        help="unread messages a member or listener may have before it is cut off as too slow "
+        help="unread messages a member or listener may have before it holds the room back "
         "(default: %(default)s)",
+    )
+    limits.add_argument(
+        "--buffer-bytes",
+        type=_positive,
+        metavar="BYTES",
+        default=defaults.buffer_bytes,
+        help="bytes of unread messages a member or listener may have before it holds the room back "
+        "(default: %(default)s)",
+    )
+    limits.add_argument(
+        "--hold-back",
+        type=_non_negative_seconds,
+        metavar="SECONDS",
+        default=defaults.hold_back,
+        help="how long a full buffer may hold back a room's senders before its reader is cut off "
+        "(default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-held-bytes",
+        type=_positive,
+        metavar="BYTES",
+        default=defaults.max_held_bytes,
+        help="bytes of messages all rooms may hold in histories and buffers (default: %(default)s)",
     )
     limits.add_argument(
         "--max-message-size",
@@ -148,6 +171,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _non_negative_seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
     return value
 
 
@@ -241,6 +271,9 @@ async def serve(args: argparse.Namespace, tls: ssl.SSLContext | None) -> None:
     rooms = RoomRegistry(
         RoomSettings(
             buffer_size=args.buffer,
+            buffer_bytes=args.buffer_bytes,
+            hold_back=args.hold_back,
+            max_held_bytes=args.max_held_bytes,
             history_length=args.history,
             max_members=args.max_members,
             max_rooms=args.max_rooms,

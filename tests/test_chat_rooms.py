@@ -102,7 +102,7 @@ async def test_joiner_gets_last_history_oldest_first_and_others_get_join_notice(
         room = registry.create()
         async with registry.listen(room) as listener, registry.join(room, "a") as a:
             for i in range(15):
-                a.say(f"m{i}")
+                await a.say(f"m{i}")
             async with registry.join(room, "b") as b:
                 registry.delete(room)
                 expected_replay = [Message("a", f"m{i}") for i in range(6, 15)] + [joined("b")]
@@ -117,7 +117,7 @@ async def test_history_length_is_configurable() -> None:
         registry = RoomRegistry(RoomSettings(history_length=3))
         room = registry.create()
         for text in "123":
-            registry.post(room, Message("x", text))
+            await registry.post(room, Message("x", text))
         async with registry.join(room, "a") as a, registry.listen(room) as listener:
             registry.delete(room)
             replay = [Message("x", "2"), Message("x", "3"), joined("a")]
@@ -134,8 +134,8 @@ async def test_say_is_stamped_never_echoed_and_reaches_members_and_listeners() -
             registry.join(room, "b") as b,
             registry.listen(room) as listener,
         ):
-            a.say("hello")
-            b.say("hi a")
+            await a.say("hello")
+            await b.say("hi a")
             async with registry.join(room, "c") as c:  # history has both lines
                 registry.delete(room)
                 assert await rest(a) == [
@@ -178,8 +178,8 @@ async def test_leaving_announces_once_however_the_block_ends() -> None:
                 nursery.cancel_scope.cancel()
 
             async with registry.join(room, "gone") as gone:
-                gone.say("before")
-            gone.say("after leaving")  # dropped: no longer a member
+                await gone.say("before")
+            await gone.say("after leaving")  # dropped: no longer a member
 
             registry.delete(room)
             names = ["normal", "failing", "cancelled"]
@@ -195,10 +195,10 @@ async def test_leave_announces_at_once_and_leaves_the_buffer_readable() -> None:
         room = registry.create()
         async with registry.join(room, "a") as a:
             async with registry.join(room, "b") as b:
-                a.say("before")
+                await a.say("before")
                 b.leave()
-                a.say("after")  # b no longer receives
-                b.say("dropped")
+                await a.say("after")  # b no longer receives
+                await b.say("dropped")
                 async with registry.join(room, "b"):  # the name is free at once
                     pass
                 assert await rest(b) == [joined("a"), joined("b"), Message("a", "before")]
@@ -226,7 +226,7 @@ async def test_listener_is_not_a_member() -> None:
             registry.delete(room)
             assert await rest(a) == [joined("a"), CLOSING_MESSAGE]
             assert await rest(listener) == [joined("a"), CLOSING_MESSAGE]
-            assert await rest(second) == [joined("a")]  # left before the close: no closing message
+            assert await rest(second) == []  # its block ended: no closing message, its buffer freed
         with pytest.raises(RpcError) as info:
             async with registry.listen(room):
                 pass
@@ -238,14 +238,16 @@ async def test_post_reaches_everyone_and_checks_room_first() -> None:
         registry = RoomRegistry()
         room = registry.create()
         with pytest.raises(RpcError) as info:
-            registry.post("f" * 20, Message("", "x"))
+            await registry.post("f" * 20, Message("", "x"))
         assert info.value.code is StatusCode.NOT_FOUND
         with pytest.raises(RpcError) as info:
-            registry.post(room, Message("", "x"))
+            await registry.post(room, Message("", "x"))
         assert info.value.code is StatusCode.INVALID_ARGUMENT
         async with registry.join(room, "a") as a, registry.listen(room) as listener:
-            registry.post(room, Message("a", "posted under a's name"))  # members get posts, even "their own"
-            registry.post(room, Message("bot", ""))
+            await registry.post(
+                room, Message("a", "posted under a's name")
+            )  # members get posts, even "their own"
+            await registry.post(room, Message("bot", ""))
             registry.delete(room)
             posted = [Message("a", "posted under a's name"), Message("bot", "")]
             assert await rest(a) == [joined("a"), *posted, CLOSING_MESSAGE]
@@ -262,7 +264,7 @@ async def test_delete() -> None:
         async with registry.join(room, "a") as a:
             registry.delete(room)
             assert registry.public_room_ids() == [other]
-            a.say("into the void")  # dropped, no error
+            await a.say("into the void")  # dropped, no error
             assert await rest(a) == [joined("a"), CLOSING_MESSAGE]
             assert await rest(a) == []
         # The block ended without error and without a leave notice into a closed room.
@@ -285,7 +287,7 @@ async def test_delete_delivers_closing_message_through_a_full_buffer() -> None:
             registry.listen(room) as listener,
         ):
             for i in range(2):
-                a.say(f"m{i}")  # b: 2 replayed + 2 = full; listener: 2 replayed + 2 = full
+                await a.say(f"m{i}")  # b: 2 replayed + 2 = full; listener: 2 replayed + 2 = full
             registry.delete(room)
             said = [Message("a", "m0"), Message("a", "m1")]
             assert await rest(b) == [joined("a"), joined("b"), *said, CLOSING_MESSAGE]
@@ -307,9 +309,9 @@ async def test_close_all_closes_every_room_like_delete() -> None:
         assert info.value.code is StatusCode.NOT_FOUND
 
 
-async def test_slow_member_is_cut_off_while_50_others_keep_receiving() -> None:
+async def test_slow_member_holds_the_room_back_then_is_cut_off(autojump_clock: trio.abc.Clock) -> None:
     with trio.fail_after(TIMEOUT):
-        registry = RoomRegistry()  # default buffer: 256 messages
+        registry = RoomRegistry()  # default buffer: 256 messages, hold-back 2 s
         room = registry.create()
         slow_error: list[RpcError] = []
         slow_ended = trio.Event()
@@ -337,14 +339,15 @@ async def test_slow_member_is_cut_off_while_50_others_keep_receiving() -> None:
             async with registry.join(room, "speaker") as speaker:
                 # slow holds its own join notice and 50 others + the speaker's: 52; 204 more fill it.
                 for i in range(204):
-                    speaker.say(f"m{i}")
-                    await trio.testing.wait_all_tasks_blocked()
-                assert not slow_ended.is_set()
-                for i in range(204, 300):
-                    speaker.say(f"m{i}")
-                    await trio.testing.wait_all_tasks_blocked()
-                    if i == 204:
-                        assert slow_ended.is_set()  # cut off by the message that did not fit
+                    await speaker.say(f"m{i}")
+                filled = trio.current_time()
+                await speaker.say("m204")  # held back until slow is cut off
+                assert trio.current_time() - filled == pytest.approx(2.0)
+                for i in range(205, 300):  # the others carry on at once
+                    await speaker.say(f"m{i}")
+                assert trio.current_time() - filled == pytest.approx(2.0)
+                await trio.testing.wait_all_tasks_blocked()
+                assert slow_ended.is_set()
                 registry.delete(room)
 
         assert slow_error[0].code is StatusCode.RESOURCE_EXHAUSTED
@@ -354,25 +357,80 @@ async def test_slow_member_is_cut_off_while_50_others_keep_receiving() -> None:
             messages = received[name]
             assert [m for m in messages if m.name == "speaker" and m.text != JOINED] == said
             assert messages.count(left("slow")) == 1
-            assert messages.index(left("slow")) == messages.index(said[204]) + 1
+            assert messages.index(left("slow")) == messages.index(said[204]) - 1  # cut off, then m204
             assert messages[-1] == CLOSING_MESSAGE
 
 
-async def test_slow_listener_is_cut_off_without_a_notice() -> None:
+async def test_a_reader_that_catches_up_within_the_hold_back_is_never_cut_off(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        registry = RoomRegistry(RoomSettings(buffer_size=8, history_length=2))
+        room = registry.create()
+        async with registry.join(room, "late") as late, registry.join(room, "speaker") as speaker:
+            got: list[Message] = []
+
+            async def read_late() -> None:
+                await trio.sleep(1.5)  # after the buffer filled: the speaker waits meanwhile
+                async for message in late:
+                    got.append(message)
+                    if message == Message("speaker", "m99"):
+                        return
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_late)
+                start = trio.current_time()
+                for i in range(100):
+                    await speaker.say(f"m{i}")
+                # Held back once, while the late reader slept; never long enough to cut it off.
+                assert trio.current_time() - start == pytest.approx(1.5)
+        said = [Message("speaker", f"m{i}") for i in range(100)]
+        assert [m for m in got if m.text != JOINED] == said
+
+
+async def test_buffers_are_bounded_in_bytes_too(autojump_clock: trio.abc.Clock) -> None:
+    with trio.fail_after(TIMEOUT):
+        registry = RoomRegistry(RoomSettings(buffer_bytes=10_000, hold_back=0.5))
+        room = registry.create()
+        async with registry.join(room, "speaker") as speaker:
+            with pytest.raises(RpcError) as info:
+                async with registry.listen(room):
+                    start = trio.current_time()
+                    for _ in range(5):
+                        await speaker.say("x" * 3000)  # the 4th makes 12,000 bytes buffered: full
+                    await trio.sleep_forever()
+            assert info.value.code is StatusCode.RESOURCE_EXHAUSTED
+            assert info.value.message == "too slow: fell 10000 bytes behind"
+            assert trio.current_time() - start == pytest.approx(0.5)
+
+
+async def test_slow_listener_is_cut_off_without_a_notice(autojump_clock: trio.abc.Clock) -> None:
     with trio.fail_after(TIMEOUT):
         registry = RoomRegistry(RoomSettings(buffer_size=3, history_length=1))
         room = registry.create()
         async with registry.join(room, "a") as a:
             with pytest.raises(RpcError) as info:
                 async with registry.listen(room):  # replay: a's join notice
-                    a.say("1")
-                    a.say("2")  # full
-                    a.say("3")  # cut off: the block's body is cancelled at its next checkpoint
-                    await trio.sleep_forever()
+                    await a.say("1")
+                    await a.say("2")  # full
+                    await a.say("3")  # waits 2 s, cuts the listener off, goes out
+                    await trio.sleep_forever()  # the block's body was cancelled: ends here
             assert info.value.code is StatusCode.RESOURCE_EXHAUSTED
             assert info.value.message == "too slow: fell 3 messages behind"
             registry.delete(room)
             assert await rest(a) == [joined("a"), CLOSING_MESSAGE]
+
+
+async def test_leave_notices_never_wait_for_a_full_buffer() -> None:
+    with trio.fail_after(TIMEOUT):
+        registry = RoomRegistry(RoomSettings(buffer_size=2, history_length=0))
+        room = registry.create()
+        async with registry.listen(room) as listener:
+            async with registry.join(room, "a"), registry.join(room, "b"):
+                pass  # the listener's buffer is full with the two join notices: the leaves go in anyway
+            registry.delete(room)
+            notices = [joined("a"), joined("b"), left("b"), left("a"), CLOSING_MESSAGE]
+            assert await rest(listener) == notices
 
 
 async def race_join_with_say(speak_delay: int, join_delay: int) -> list[Message]:
@@ -386,7 +444,7 @@ async def race_join_with_say(speak_delay: int, join_delay: int) -> list[Message]
         async def speak() -> None:
             for _ in range(speak_delay):
                 await trio.lowlevel.checkpoint()
-            a.say("raced")
+            await a.say("raced")
             said.set()
 
         async def join() -> None:

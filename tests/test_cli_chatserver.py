@@ -217,6 +217,10 @@ def test_help_names_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         "--tls-key",
         "--max-members",
         "--history",
+        "--buffer",
+        "--buffer-bytes",
+        "--hold-back",
+        "--max-held-bytes",
         "--log-level",
     ):
         assert option in help_text
@@ -227,6 +231,8 @@ def test_usage_errors_exit_2() -> None:
     assert in_process(chatserver_main, "--tls-cert", "cert.pem") == 2
     assert in_process(chatserver_main, "--max-members", "0") == 2
     assert in_process(chatserver_main, "--history", "20", "--buffer", "10") == 2
+    assert in_process(chatserver_main, "--hold-back", "-1") == 2
+    assert in_process(chatserver_main, "--buffer-bytes", "0") == 2
 
 
 @pytest.mark.parametrize(

@@ -160,6 +160,43 @@ class ServicerContext:
             await trio.lowlevel.checkpoint()  # our scope was cancelled with the stream: raise Cancelled
             raise
 
+    # One response sent to many calls (a chat room's fan-out): encoded once with `encode`, then handed to
+    # each call with `try_send_encoded` (no wait, no task switch) or, when that cannot take it,
+    # `send_encoded`. The frame is uncompressed, as with `send(compress=False)`: valid whatever compression
+    # the call chose.
+
+    @staticmethod
+    def encode(message: Message) -> bytes:
+        """`message` as one framed, uncompressed gRPC message, for `send_encoded` and `try_send_encoded`."""
+        return serialize(message, None, 2**31 - 1)
+
+    def try_send_encoded(self, data: bytes) -> bool:
+        """Queue one message made by `encode` if that needs no wait: the windows and write buffer take all
+        of it now and no other send is half-way. False: nothing was queued (use `send_encoded`)."""
+        if len(data) - 5 > self._connection.limits.max_send_message_size or self._stream.closed is not None:
+            return False  # send_encoded refuses it, or raises what closed the stream
+        if not self._headers_sent:
+            try:
+                self._send_headers([])
+            except StreamClosed:
+                return False
+        return self._connection.try_queue_message(self._stream, data)
+
+    async def send_encoded(self, data: bytes) -> None:
+        """Send one message made by `encode`, as `send` does: waits while the client's window is full."""
+        limit = self._connection.limits.max_send_message_size
+        if len(data) - 5 > limit:
+            raise RpcError(
+                StatusCode.RESOURCE_EXHAUSTED, f"sent message larger than max ({len(data) - 5} vs. {limit})"
+            )
+        if not self._headers_sent:
+            self._send_headers([])
+        try:
+            await self._connection.send_data(self._stream, data)
+        except StreamClosed:
+            await trio.lowlevel.checkpoint()  # our scope was cancelled with the stream: raise Cancelled
+            raise
+
     async def _receive(self, schedule_point: bool = True) -> Message | None:
         try:
             item = await self._stream.receive_message(schedule_point)
@@ -168,6 +205,20 @@ class ServicerContext:
             raise
         if item is None:
             return None
+        return self._decode(item)
+
+    def receive_nowait(self) -> Message | None:
+        """The next request of a streaming call if it has arrived already, else None; never waits, and is
+        not a checkpoint. A handler can so take a burst of requests in one go (a chat room fans them out
+        before the connections' writers run, so that they go out many to a frame). None also when the
+        stream has ended or failed: the next `async for` step says which."""
+        try:
+            item = self._stream.take_message()
+        except (RpcError, StreamClosed):
+            return None
+        return None if item is None else self._decode(item)
+
+    def _decode(self, item: tuple[bool, bytes]) -> Message:
         self._request_compressed = item[0]
         return deserialize(
             item[0],

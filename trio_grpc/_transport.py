@@ -637,7 +637,8 @@ class Connection:
 
     def _wake_all_senders(self) -> None:
         for stream in self.streams.values():
-            stream._window_lot.unpark_all()
+            if stream._window_lot:  # unpark_all is not free, and this runs per connection WINDOW_UPDATE
+                stream._window_lot.unpark_all()
 
     def _on_ping_ack(self, event: h2.events.PingAckReceived) -> None:
         self._ping_ack.set()
@@ -735,6 +736,32 @@ class Connection:
             if 0 < offset < total:
                 self._interrupted_mid_message(stream, view[offset:])
             raise
+
+    def try_queue_message(self, stream: Stream, data: bytes) -> bool:
+        """Queue a whole message now if `send_data` would queue it without waiting; else queue nothing.
+
+        For a sender that fans one message out to many streams from one task (chat rooms): no task switch
+        and no wait per stream. False when the stream is over, another send is half-way, the write buffer is
+        over `write_buffer_size`, or the windows (less what is queued) cannot take all of `data`.
+        """
+        if stream.closed is not None or stream.local_ended or stream.partial_send:
+            return False
+        if self._outgoing_size > self.limits.write_buffer_size:
+            return False
+        # h2's own stream, read directly: this runs once per receiver of every message. One h2 closed in this
+        # very read is no harm: `_frame_pending` drops what is queued on it.
+        h2_stream = self.h2.streams.get(stream.id)
+        if h2_stream is None:
+            return False
+        size = len(data)
+        if (
+            size > h2_stream.outbound_flow_control_window - stream._pending_size
+            or size > self.h2.outbound_flow_control_window - self._pending_total
+        ):
+            return False
+        self._queue_data(stream, data)
+        self.headers_and_data_sent += 1
+        return True
 
     def _interrupted_mid_message(self, stream: Stream, rest: memoryview) -> None:
         """A send stopped with part of its message out: only the rest, or RST_STREAM, may follow it.
