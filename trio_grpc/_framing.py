@@ -8,6 +8,7 @@ before a byte of the body is buffered.
 from __future__ import annotations
 
 _PREFIX = 5
+_COMPRESSED_FLAG = 1 << 32
 
 
 class FramingError(Exception):
@@ -22,7 +23,9 @@ class MessageTooLarge(Exception):
 
 
 def encode_message(body: bytes, compressed: bool = False) -> bytes:
-    return (b"\x01" if compressed else b"\x00") + len(body).to_bytes(4, "big") + body
+    # The flag byte and the 4-byte length are one 5-byte big-endian number: one concatenation, not two.
+    prefix = (len(body) | _COMPRESSED_FLAG) if compressed else len(body)
+    return prefix.to_bytes(_PREFIX, "big") + body
 
 
 class MessageDecoder:

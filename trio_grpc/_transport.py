@@ -723,6 +723,41 @@ class Connection:
         client resets the stream and a server sends the rest before the status. Sends from several tasks on
         one stream take turns, a message at a time.
         """
+        if not self._queue_whole(stream, data):
+            await self._send_in_parts(stream, data)
+        if end_stream:
+            self.end_stream(stream)
+        # A send that did not have to wait still honours cancellation, and lets the writer run once a batch
+        # worth a write has gathered, without giving up batching for every small message.
+        if self._outgoing_size >= _YIELD_AFTER_BYTES:
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+
+    def _queue_whole(self, stream: Stream, data: bytes | memoryview) -> bool:
+        """Queue a whole message at once if nothing stands in its way, the common case; False leaves it to
+        `_send_in_parts`: the windows are too small for it, the buffer is full, another task's message is
+        half-sent, or the stream is over (which `_send_in_parts` reports)."""
+        h2_stream = self.h2.streams.get(stream.id)
+        size = len(data)
+        if (
+            h2_stream is None
+            or stream.closed is not None
+            or stream.local_ended
+            or stream.partial_send
+            or self._outgoing_size > self.limits.write_buffer_size
+            # What the windows allow beyond the bytes already queued, on this stream and on all.
+            or size > h2_stream.outbound_flow_control_window - stream._pending_size
+            or size > self.h2.outbound_flow_control_window - self._pending_total
+        ):
+            return False
+        self._queue_data(stream, data)
+        self.headers_and_data_sent += 1
+        return True
+
+    async def _send_in_parts(self, stream: Stream, data: bytes | memoryview) -> None:
+        """Queue a message as window opens, waiting for WINDOW_UPDATE, for the buffer to drain, or for
+        another task's half-sent message to finish."""
         h2conn = self.h2
         view = memoryview(data)
         offset = 0
@@ -737,7 +772,6 @@ class Connection:
                 if self._outgoing_size > high_water:
                     await self._wait_for_drain()
                     continue
-                # What the windows allow beyond the bytes already queued, on this stream and on all.
                 window = min(
                     h2conn.local_flow_control_window(stream.id) - stream._pending_size,
                     h2conn.outbound_flow_control_window - self._pending_total,
@@ -756,14 +790,6 @@ class Connection:
                 if stream.partial_send:
                     stream.partial_send = False
                     stream._window_lot.unpark_all()  # sends from other tasks waiting for their turn
-                if end_stream:
-                    self.end_stream(stream)
-                # No wait was needed: still honour cancellation, and let the writer run once a batch
-                # worth a write has gathered, without giving up batching for every small message.
-                if self._outgoing_size >= _YIELD_AFTER_BYTES:
-                    await trio.lowlevel.checkpoint()
-                else:
-                    await trio.lowlevel.checkpoint_if_cancelled()
                 return
         except BaseException:
             if 0 < offset < total:
