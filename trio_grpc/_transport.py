@@ -383,16 +383,17 @@ class Connection:
                 self._writer_lot.unpark_all()
 
     def _queue_data(self, stream: Stream, chunk: bytes | memoryview) -> None:
-        """Queue message bytes on a stream, for the writer to hand h2 together with what follows them."""
+        """Queue message bytes on a stream, for the writer to frame together with what follows them."""
         if not stream._pending:
+            # The writer parks only with nothing queued: once a stream is pending, it has been woken.
+            if not self._pending_streams and self._writer_lot:
+                self._writer_lot.unpark_all()
             self._pending_streams[stream.id] = stream
         size = len(chunk)
         stream._pending.append(chunk)
         stream._pending_size += size
         self._pending_total += size
         self._outgoing_size += size
-        if self._writer_lot:
-            self._writer_lot.unpark_all()
 
     def _send_pending(self) -> None:
         """Hand h2 the bytes queued on every stream, and queue the frames for the socket."""
