@@ -6,13 +6,15 @@ Theory of operation:
 - Every write leaves through one flush point: code that changes h2 state calls `flush_soon()`, which moves
   h2's output onto the outgoing queue and wakes `_write_loop`, the only task that writes to the socket.
   Frames produced while a write is in progress go out together in the next one.
-- Messages are coalesced: `send_data` queues a message's bytes on its stream (`_queue_data`) instead of
-  handing them to h2, and the writer, when it next runs, hands h2 each stream's queued bytes in as few DATA
-  frames as the frame size allows (`_send_pending`). So messages sent in a loop leave many to a frame and
-  many frames to a write, while a lone message waits only for the writer's next turn. Anything that must
-  follow a stream's messages (trailers, END_STREAM) first hands h2 what that stream has queued. Queued bytes
-  are counted against the windows when queued, and the read loop hands h2 everything queued before it feeds
-  h2 what the peer sent: a SETTINGS that shrinks the windows thus never finds bytes queued past them.
+- Messages are coalesced: `send_data` queues a message's bytes on its stream (`_queue_data`), and the
+  writer, when it next runs, puts each stream's queued bytes in as few DATA frames as the frame size allows
+  (`_send_pending`). So messages sent in a loop leave many to a frame and many frames to a write, while a
+  lone message waits only for the writer's next turn. We write DATA frames ourselves, not through h2 (whose
+  per-frame objects and copies were most of a large message's cost), and keep h2's windows as it would
+  (`_frame_pending`). Anything that must follow a stream's messages (trailers, END_STREAM) first frames
+  what that stream has queued. Queued bytes are counted against the windows when queued, and the read loop
+  frames everything queued before it feeds h2 what the peer sent: a SETTINGS that shrinks the windows or
+  the frame size thus never finds bytes queued past them.
 - Receive backpressure: a stream returns flow-control credit to the peer only while its complete, unread
   messages stay under `stream_read_buffer_size`; once the application reads them, the credit goes back.
   A peer whose messages nobody reads therefore stops at its stream window instead of filling our memory.
@@ -71,6 +73,8 @@ log = logging.getLogger("trio_grpc")
 # Below glibc's mmap threshold: the buffer receive_some allocates per call stays cheap.
 _RECEIVE_SIZE = 65536
 _CONTROL_FRAMES_CAP_FACTOR = 4
+# Queued chunks smaller than this on average are joined before framing (see `_frame_pending`).
+_JOIN_CHUNKS_BELOW = 1024
 # A sender that never has to wait still yields to the writer once this much is queued.
 _YIELD_AFTER_BYTES = 65536
 
@@ -396,14 +400,14 @@ class Connection:
         self._outgoing_size += size
 
     def _send_pending(self) -> None:
-        """Hand h2 the bytes queued on every stream, and queue the frames for the socket."""
+        """Frame the bytes queued on every stream, for the socket."""
         streams, self._pending_streams = self._pending_streams, {}
         for stream in streams.values():
             self._frame_pending(stream)
         self.flush_soon()
 
     def _send_pending_of(self, stream: Stream) -> None:
-        """Hand h2 what one stream has queued: before anything that must follow its messages."""
+        """Frame what one stream has queued: before anything that must follow its messages."""
         if stream._pending:
             del self._pending_streams[stream.id]
             self._frame_pending(stream)
@@ -431,6 +435,8 @@ class Connection:
         self.flush_soon()  # what h2 holds (this stream's HEADERS, for one) goes before the DATA
         self.h2.outbound_flow_control_window -= size
         h2_stream.outbound_flow_control_window -= size
+        if len(chunks) > 1 and size < len(chunks) * _JOIN_CHUNKS_BELOW:
+            chunks = [b"".join(chunks)]  # small messages: one copy in C beats a Python step per message
         out = self._outgoing
         frame_size = self.h2.max_outbound_frame_size
         header_base = stream.id  # type 0 (DATA), no flags: only the length varies
