@@ -170,3 +170,47 @@ async def test_client_requests_sent_in_a_loop_share_data_frames() -> None:
             assert data == body * MESSAGES
             assert frames <= 10, frames
             nursery.cancel_scope.cancel()
+
+
+async def test_large_messages_are_cut_at_the_peers_frame_size_within_its_windows() -> None:
+    """Messages larger than a frame and than the windows (the peer's defaults: 16,384-byte frames, 65,535-
+    byte windows, credit returned frame by frame): the transport writes these DATA frames itself, and the
+    peer's h2, which refuses an oversize frame or one past its window, takes every byte in order."""
+    sizes = [100_000, 3, 70_000, 16_379, 200_000]  # 16,379 + 5 bytes of prefix: exactly one frame
+    service = Service()
+    server = trio_grpc.Server([trio_grpc.bind_service(SERVICE, service)])
+    expected = b"".join(
+        frame(
+            messages_pb2.StreamingOutputCallResponse(
+                payload=messages_pb2.Payload(body=bytes(size))
+            ).SerializeToString()
+        )
+        for size in sizes
+    )
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.serve_tcp, 0)
+            socket, conn = await open_raw_client(port)
+            async with socket:
+                request = messages_pb2.StreamingOutputCallRequest(
+                    response_parameters=[messages_pb2.ResponseParameters(size=size) for size in sizes]
+                )
+                stream_id = conn.get_next_available_stream_id()
+                conn.send_headers(
+                    stream_id,
+                    [
+                        (b":method", b"POST"),
+                        (b":scheme", b"http"),
+                        (b":path", STREAMING_OUTPUT.encode()),
+                        (b":authority", b"localhost"),
+                        (b"te", b"trailers"),
+                        (b"content-type", b"application/grpc"),
+                    ],
+                )
+                conn.send_data(stream_id, frame(request.SerializeToString()), end_stream=True)
+                await socket.send_all(conn.data_to_send())
+                data, frames = await read_data(socket, conn, stream_id, len(expected))
+            assert data == expected
+            assert frames >= len(expected) // 16384
+            service.may_finish.set()
+            nursery.cancel_scope.cancel()

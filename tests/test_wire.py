@@ -14,9 +14,11 @@ import zlib
 from fractions import Fraction
 
 import pytest
+from hyperframe.frame import DataFrame, _raw_data_repr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import trio_grpc._transport  # noqa: F401  (what makes DATA frames' repr cheap)
 from trio_grpc._compression import DecompressedTooLarge, compress, decompress
 from trio_grpc._framing import FramingError, MessageDecoder, MessageTooLarge, encode_message
 from trio_grpc._metadata import (
@@ -54,6 +56,41 @@ def _feed_all(decoder: MessageDecoder, chunks: list[bytes]) -> list[tuple[bool, 
     return out
 
 
+def _immutable(body: bytes | memoryview) -> bool:
+    """A body is bytes, or a read-only view: nothing may change it later."""
+    return type(body) is bytes or (isinstance(body, memoryview) and body.readonly)
+
+
+def test_decoder_takes_a_payload_that_is_one_message_without_copying() -> None:
+    payload = encode_message(b"x" * 70000)
+    ((compressed, body),) = MessageDecoder(max_message_size=100000).feed(payload)
+    assert isinstance(body, memoryview) and body.obj is payload and body == b"x" * 70000
+    assert not compressed
+
+
+def test_decoder_copies_small_messages_out_of_a_shared_payload() -> None:
+    """Messages sharing a payload, and the start of one that is still incomplete, are copied out of it:
+    a view would keep the whole payload alive for as long as the smallest of them is unread."""
+    payload = encode_message(b"a") + encode_message(b"b" * 100)[:50]
+    decoder = MessageDecoder(max_message_size=1000)
+    messages = decoder.feed(payload)
+    assert messages == [(False, b"a")] and type(messages[0][1]) is bytes
+    assert decoder.pending == 50
+    assert decoder.feed(b"b" * 55) == [(False, b"b" * 100)]
+    assert decoder.pending == 0
+
+
+@FAST
+@given(data=st.binary(max_size=40), pad_length=st.one_of(st.none(), st.integers(0, 5)))
+def test_data_frame_repr_is_hyperframes_own(data: bytes, pad_length: int | None) -> None:
+    """trio_grpc makes the repr h2 takes of every received DATA frame cheap; the text stays the same."""
+    frame = DataFrame(1, data=data)
+    if pad_length is not None:
+        frame.flags.add("PADDED")
+        frame.pad_length = pad_length
+    assert repr(frame).endswith(": " + _raw_data_repr(frame.serialize_body()))
+
+
 def test_encode_message_layout() -> None:
     assert encode_message(b"abc") == b"\x00\x00\x00\x00\x03abc"
     assert encode_message(b"", compressed=True) == b"\x01\x00\x00\x00\x00"
@@ -71,7 +108,7 @@ def test_decoder_any_chunking_yields_same_messages(
     decoder = MessageDecoder(max_message_size=300)
     out = _feed_all(decoder, _split(stream, cuts))
     assert out == messages
-    assert all(type(body) is bytes for _, body in out)
+    assert all(_immutable(body) for _, body in out)
     assert decoder.pending == 0
 
 

@@ -31,7 +31,7 @@ def serialize(message: Message, encoding: str | None, max_size: int) -> bytes:
 
 
 def deserialize(
-    compressed: bool, body: bytes, encoding: str | None, message_type: type[M], max_size: int
+    compressed: bool, body: bytes | memoryview, encoding: str | None, message_type: type[M], max_size: int
 ) -> M:
     if compressed:
         if encoding is None or encoding == "identity":
@@ -49,7 +49,8 @@ def deserialize(
         except zlib.error as exc:
             raise RpcError(StatusCode.INTERNAL, f"could not decompress {encoding} message: {exc}") from None
     try:
-        return message_type.FromString(body)
+        # protobuf parses any buffer (its stubs say bytes): a message received whole comes as a memoryview
+        return message_type.FromString(body)  # type: ignore[arg-type]
     except DecodeError as exc:
         raise RpcError(
             StatusCode.INTERNAL, f"could not parse {message_type.DESCRIPTOR.full_name}: {exc}"

@@ -24,7 +24,7 @@ def compress(name: str, data: bytes) -> bytes:
     return compressor.compress(data) + compressor.flush()
 
 
-def decompress(name: str, data: bytes, max_size: int) -> bytes:
+def decompress(name: str, data: bytes | memoryview, max_size: int) -> bytes:
     """Raises DecompressedTooLarge past max_size without inflating more than that; zlib.error if corrupt."""
     decompressor = zlib.decompressobj(wbits=_WBITS[name])
     result = decompressor.decompress(data, max_size + 1)

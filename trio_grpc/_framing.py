@@ -8,6 +8,7 @@ before a byte of the body is buffered.
 from __future__ import annotations
 
 _PREFIX = 5
+_COMPRESSED_FLAG = 1 << 32
 
 
 class FramingError(Exception):
@@ -22,16 +23,29 @@ class MessageTooLarge(Exception):
 
 
 def encode_message(body: bytes, compressed: bool = False) -> bytes:
-    return (b"\x01" if compressed else b"\x00") + len(body).to_bytes(4, "big") + body
+    # The flag byte and the 4-byte length are one 5-byte big-endian number: one concatenation, not two.
+    prefix = (len(body) | _COMPRESSED_FLAG) if compressed else len(body)
+    return prefix.to_bytes(_PREFIX, "big") + body
 
 
 class MessageDecoder:
-    """Turns DATA payloads into (compressed, body) messages."""
+    """Turns DATA payloads into (compressed, body) messages, copying each body at most once.
 
-    __slots__ = ("_buffer", "max_message_size")
+    A payload that is exactly one message gives a read-only view of it, not a copy: the common case for a
+    large message that fits a frame. Other messages within one payload are sliced out of it (so that a
+    view does not keep a whole payload alive for its smallest message). A message spread over payloads is
+    gathered in a buffer of its own, which is then handed out as a read-only view: one copy, and a buffer
+    that, once large, is a mapping of its own that goes back to the system when the message is dropped.
+    """
+
+    __slots__ = ("_buffer", "_compressed", "_length", "max_message_size")
 
     def __init__(self, max_message_size: int) -> None:
+        #: The message being assembled, prefix included.
         self._buffer = bytearray()
+        #: Its body length once its prefix is here; -1 before.
+        self._length = -1
+        self._compressed = False
         self.max_message_size = max_message_size
 
     @property
@@ -42,33 +56,55 @@ class MessageDecoder:
     def discard(self) -> int:
         """Drop the message being assembled; the number of bytes dropped."""
         dropped = len(self._buffer)
-        self._buffer = bytearray()
+        self._buffer, self._length = bytearray(), -1
         return dropped
 
-    def feed(self, data: bytes) -> list[tuple[bool, bytes]]:
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            view: bytes | bytearray = buffer
-        else:
-            view = data  # common case: whole messages in one chunk, parsed without a copy of the chunk
-        messages = []
-        offset = 0
-        end = len(view)
+    def feed(self, data: bytes) -> list[tuple[bool, bytes | memoryview]]:
+        messages: list[tuple[bool, bytes | memoryview]] = []
+        offset = self._continue(data, messages) if self._buffer else 0
+        end = len(data)
         while end - offset >= _PREFIX:
-            flag = view[offset]
-            if flag > 1:
-                raise FramingError(f"invalid compressed flag {flag}")
-            length = int.from_bytes(view[offset + 1 : offset + _PREFIX], "big")
-            if length > self.max_message_size:
-                raise MessageTooLarge(length, self.max_message_size)
+            compressed, length = self._parse_prefix(data[offset : offset + _PREFIX])
             start = offset + _PREFIX
             if end - start < length:
+                self._compressed, self._length = compressed, length
                 break
-            messages.append((flag == 1, bytes(view[start : start + length])))
+            if offset == 0 and start + length == end:
+                messages.append((compressed, memoryview(data)[_PREFIX:]))
+            else:
+                messages.append((compressed, data[start : start + length]))
             offset = start + length
-        if buffer:
-            del buffer[:offset]
-        elif offset < end:
-            buffer += data[offset:]
+        if offset < end:
+            self._buffer = bytearray(memoryview(data)[offset:])
         return messages
+
+    def _parse_prefix(self, prefix: bytes | bytearray) -> tuple[bool, int]:
+        """(compressed, body length) from a 5-byte prefix; refuses a bad flag or an oversize length."""
+        flag = prefix[0]
+        if flag > 1:
+            raise FramingError(f"invalid compressed flag {flag}")
+        length = int.from_bytes(prefix[1:_PREFIX], "big")
+        if length > self.max_message_size:
+            raise MessageTooLarge(length, self.max_message_size)
+        return flag == 1, length
+
+    def _continue(self, data: bytes, messages: list[tuple[bool, bytes | memoryview]]) -> int:
+        """Add `data` to the message being assembled, completing it if `data` holds the rest; how many
+        bytes of `data` that took."""
+        buffer = self._buffer
+        offset = 0
+        if self._length < 0:  # its prefix is still incomplete
+            offset = _PREFIX - len(buffer)
+            buffer += data[:offset]
+            if len(buffer) < _PREFIX:
+                return len(data)
+            self._compressed, self._length = self._parse_prefix(buffer)
+        needed = _PREFIX + self._length - len(buffer)
+        if len(data) - offset < needed:
+            buffer += memoryview(data)[offset:]
+            return len(data)
+        buffer += memoryview(data)[offset : offset + needed]
+        # Nobody else holds the buffer, and a view stops it from being resized: it stays as it is.
+        messages.append((self._compressed, memoryview(buffer)[_PREFIX:].toreadonly()))
+        self._buffer, self._length = bytearray(), -1
+        return offset + needed

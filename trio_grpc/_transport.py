@@ -6,13 +6,15 @@ Theory of operation:
 - Every write leaves through one flush point: code that changes h2 state calls `flush_soon()`, which moves
   h2's output onto the outgoing queue and wakes `_write_loop`, the only task that writes to the socket.
   Frames produced while a write is in progress go out together in the next one.
-- Messages are coalesced: `send_data` queues a message's bytes on its stream (`_queue_data`) instead of
-  handing them to h2, and the writer, when it next runs, hands h2 each stream's queued bytes in as few DATA
-  frames as the frame size allows (`_send_pending`). So messages sent in a loop leave many to a frame and
-  many frames to a write, while a lone message waits only for the writer's next turn. Anything that must
-  follow a stream's messages (trailers, END_STREAM) first hands h2 what that stream has queued. Queued bytes
-  are counted against the windows when queued, and the read loop hands h2 everything queued before it feeds
-  h2 what the peer sent: a SETTINGS that shrinks the windows thus never finds bytes queued past them.
+- Messages are coalesced: `send_data` queues a message's bytes on its stream (`_queue_data`), and the
+  writer, when it next runs, puts each stream's queued bytes in as few DATA frames as the frame size allows
+  (`_send_pending`). So messages sent in a loop leave many to a frame and many frames to a write, while a
+  lone message waits only for the writer's next turn. We write DATA frames ourselves, not through h2 (whose
+  per-frame objects and copies were most of a large message's cost), and keep h2's windows as it would
+  (`_frame_pending`). Anything that must follow a stream's messages (trailers, END_STREAM) first frames
+  what that stream has queued. Queued bytes are counted against the windows when queued, and the read loop
+  frames everything queued before it feeds h2 what the peer sent: a SETTINGS that shrinks the windows or
+  the frame size thus never finds bytes queued past them.
 - Receive backpressure: a stream returns flow-control credit to the peer only while its complete, unread
   messages stay under `stream_read_buffer_size`; once the application reads them, the credit goes back.
   A peer whose messages nobody reads therefore stops at its stream window instead of filling our memory.
@@ -56,7 +58,9 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.stream
 import hpack.exceptions
+import hyperframe.frame
 import trio
 from hyperframe.frame import GoAwayFrame
 
@@ -69,10 +73,14 @@ log = logging.getLogger("trio_grpc")
 # Below glibc's mmap threshold: the buffer receive_some allocates per call stays cheap.
 _RECEIVE_SIZE = 65536
 _CONTROL_FRAMES_CAP_FACTOR = 4
+# Queued chunks smaller than this on average are joined before framing (see `_frame_pending`).
+_JOIN_CHUNKS_BELOW = 1024
 # A sender that never has to wait still yields to the writer once this much is queued.
 _YIELD_AFTER_BYTES = 65536
 
 ErrorCodes = h2.errors.ErrorCodes
+# The h2 stream states in which sending DATA is allowed, and changes nothing (h2's stream state machine).
+_DATA_SENDING_STATES = frozenset({h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_REMOTE})
 
 
 _E = TypeVar("_E", bound=BaseException)
@@ -124,7 +132,7 @@ class Stream:
         self._connection = connection
         self.id = stream_id
         self._decoder = MessageDecoder(connection.limits.max_receive_message_size)
-        self._messages: collections.deque[tuple[bool, bytes]] = collections.deque()
+        self._messages: collections.deque[tuple[bool, bytes | memoryview]] = collections.deque()
         self._buffered = 0
         self._held_credit = 0
         self._unsent_credit = 0
@@ -222,7 +230,7 @@ class Stream:
             if self.on_reset is not None:
                 self.on_reset()
 
-    def take_message(self) -> tuple[bool, bytes] | None:
+    def take_message(self) -> tuple[bool, bytes | memoryview] | None:
         """The next received (compressed, body) message, if one is here. Raises what ended the stream."""
         if self._messages:
             message = self._messages.popleft()
@@ -239,7 +247,7 @@ class Stream:
             raise fresh(self.closed)
         return None
 
-    async def receive_message(self, schedule_point: bool = True) -> tuple[bool, bytes] | None:
+    async def receive_message(self, schedule_point: bool = True) -> tuple[bool, bytes | memoryview] | None:
         """The next message, or None once the peer ended the stream.
 
         A checkpoint like a Trio channel's receive, also when a message is already here: without it, a task
@@ -303,7 +311,7 @@ class Connection:
         self.h2 = h2.connection.H2Connection(config)
         _keep_streams_open_after_goaway(self.h2)
         self.streams: dict[int, Stream] = {}
-        self._outgoing: list[bytes] = []
+        self._outgoing: list[bytes | memoryview] = []
         #: Bytes queued for the socket, including the message bytes queued on streams.
         self._outgoing_size = 0
         #: Streams with message bytes queued, and the total of those bytes (counted against the windows).
@@ -379,44 +387,77 @@ class Connection:
                 self._writer_lot.unpark_all()
 
     def _queue_data(self, stream: Stream, chunk: bytes | memoryview) -> None:
-        """Queue message bytes on a stream, for the writer to hand h2 together with what follows them."""
+        """Queue message bytes on a stream, for the writer to frame together with what follows them."""
         if not stream._pending:
+            # The writer parks only with nothing queued: once a stream is pending, it has been woken.
+            if not self._pending_streams and self._writer_lot:
+                self._writer_lot.unpark_all()
             self._pending_streams[stream.id] = stream
         size = len(chunk)
         stream._pending.append(chunk)
         stream._pending_size += size
         self._pending_total += size
         self._outgoing_size += size
-        if self._writer_lot:
-            self._writer_lot.unpark_all()
 
     def _send_pending(self) -> None:
-        """Hand h2 the bytes queued on every stream, and queue the frames for the socket."""
+        """Frame the bytes queued on every stream, for the socket."""
         streams, self._pending_streams = self._pending_streams, {}
         for stream in streams.values():
             self._frame_pending(stream)
         self.flush_soon()
 
     def _send_pending_of(self, stream: Stream) -> None:
-        """Hand h2 what one stream has queued: before anything that must follow its messages."""
+        """Frame what one stream has queued: before anything that must follow its messages."""
         if stream._pending:
             del self._pending_streams[stream.id]
             self._frame_pending(stream)
 
     def _frame_pending(self, stream: Stream) -> None:
-        """A stream's queued bytes into DATA frames as large as the peer allows. They fit the windows: they
-        were counted against them when queued, and no SETTINGS was applied since (see `_read_loop`)."""
+        """A stream's queued bytes into DATA frames as large as the peer allows, queued for the socket.
+
+        We write these frames ourselves instead of through h2.send_data, which costs a frame object, a state
+        machine step and five copies of the payload per frame (bytes of the slice, its padding join, the
+        header join, h2's buffer and `data_to_send`): each frame is its 9-byte header followed by the
+        queued chunks, or slices of them, uncopied; the writer joins the batch once. h2 keeps its own
+        accounts right: its windows are decremented as its `send_data` would, and sending DATA changes no
+        stream state in the two states we send it in (checked first). The bytes fit the windows: they were
+        counted against them when queued, and no SETTINGS was applied since (see `_read_loop`).
+        """
         chunks, size = stream._pending, stream._pending_size
         stream._pending, stream._pending_size = [], 0
         self._pending_total -= size
-        self._outgoing_size -= size  # flush_soon() counts the frames instead
-        if stream.closed is not None or not self._h2_stream_open(stream.id):
+        self._outgoing_size -= size  # counted again below, with the frame headers
+        if stream.closed is not None:
             return  # reset: the peer discards what the stream would have carried
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        view = memoryview(data)
+        h2_stream = self.h2.streams.get(stream.id)
+        if h2_stream is None or h2_stream.state_machine.state not in _DATA_SENDING_STATES:
+            return  # closed in h2 by a frame we have not handled yet
+        self.flush_soon()  # what h2 holds (this stream's HEADERS, for one) goes before the DATA
+        self.h2.outbound_flow_control_window -= size
+        h2_stream.outbound_flow_control_window -= size
+        if len(chunks) > 1 and size < len(chunks) * _JOIN_CHUNKS_BELOW:
+            chunks = [b"".join(chunks)]  # small messages: one copy in C beats a Python step per message
+        out = self._outgoing
         frame_size = self.h2.max_outbound_frame_size
-        for offset in range(0, size, frame_size):
-            self.h2.send_data(stream.id, view[offset : offset + frame_size])
+        header_base = stream.id  # type 0 (DATA), no flags: only the length varies
+        unframed = size  # payload bytes not yet under a frame header
+        room = 0  # payload bytes the current frame still takes
+        for chunk in chunks:
+            length = len(chunk)
+            offset = 0
+            while offset < length:
+                if not room:
+                    room = min(frame_size, unframed)
+                    unframed -= room
+                    out.append(((room << 48) | header_base).to_bytes(9, "big"))
+                    self._outgoing_size += 9
+                taken = min(room, length - offset)
+                out.append(chunk if taken == length else memoryview(chunk)[offset : offset + taken])
+                offset += taken
+                room -= taken
+        self._outgoing_size += size
+        if self._writer_lot:
+            self._writer_lot.unpark_all()
 
     def send_raw_frame(self, frame: bytes) -> None:
         self._outgoing.append(frame)
@@ -690,6 +731,41 @@ class Connection:
         client resets the stream and a server sends the rest before the status. Sends from several tasks on
         one stream take turns, a message at a time.
         """
+        if not self._queue_whole(stream, data):
+            await self._send_in_parts(stream, data)
+        if end_stream:
+            self.end_stream(stream)
+        # A send that did not have to wait still honours cancellation, and lets the writer run once a batch
+        # worth a write has gathered, without giving up batching for every small message.
+        if self._outgoing_size >= _YIELD_AFTER_BYTES:
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+
+    def _queue_whole(self, stream: Stream, data: bytes | memoryview) -> bool:
+        """Queue a whole message at once if nothing stands in its way, the common case; False leaves it to
+        `_send_in_parts`: the windows are too small for it, the buffer is full, another task's message is
+        half-sent, or the stream is over (which `_send_in_parts` reports)."""
+        h2_stream = self.h2.streams.get(stream.id)
+        size = len(data)
+        if (
+            h2_stream is None
+            or stream.closed is not None
+            or stream.local_ended
+            or stream.partial_send
+            or self._outgoing_size > self.limits.write_buffer_size
+            # What the windows allow beyond the bytes already queued, on this stream and on all.
+            or size > h2_stream.outbound_flow_control_window - stream._pending_size
+            or size > self.h2.outbound_flow_control_window - self._pending_total
+        ):
+            return False
+        self._queue_data(stream, data)
+        self.headers_and_data_sent += 1
+        return True
+
+    async def _send_in_parts(self, stream: Stream, data: bytes | memoryview) -> None:
+        """Queue a message as window opens, waiting for WINDOW_UPDATE, for the buffer to drain, or for
+        another task's half-sent message to finish."""
         h2conn = self.h2
         view = memoryview(data)
         offset = 0
@@ -704,7 +780,6 @@ class Connection:
                 if self._outgoing_size > high_water:
                     await self._wait_for_drain()
                     continue
-                # What the windows allow beyond the bytes already queued, on this stream and on all.
                 window = min(
                     h2conn.local_flow_control_window(stream.id) - stream._pending_size,
                     h2conn.outbound_flow_control_window - self._pending_total,
@@ -723,14 +798,6 @@ class Connection:
                 if stream.partial_send:
                     stream.partial_send = False
                     stream._window_lot.unpark_all()  # sends from other tasks waiting for their turn
-                if end_stream:
-                    self.end_stream(stream)
-                # No wait was needed: still honour cancellation, and let the writer run once a batch
-                # worth a write has gathered, without giving up batching for every small message.
-                if self._outgoing_size >= _YIELD_AFTER_BYTES:
-                    await trio.lowlevel.checkpoint()
-                else:
-                    await trio.lowlevel.checkpoint_if_cancelled()
                 return
         except BaseException:
             if 0 < offset < total:
@@ -915,3 +982,17 @@ def _keep_streams_open_after_goaway(connection: h2.connection.H2Connection) -> N
 
 
 Connection._dispatch = _dispatch_table(Connection)
+
+
+def _data_frame_body_repr(frame: hyperframe.frame.DataFrame) -> str:
+    """hyperframe's repr of a DATA frame's body, the same text, made from its first bytes only.
+
+    h2 builds `repr(frame)` of every frame it receives for its trace log, logging on or off, and for a DATA
+    frame hyperframe serializes the whole body again and hex-encodes all of it only to keep 20 characters:
+    a copy and 4 bytes written per byte received, which was the largest single cost of a 1 MiB upload.
+    """
+    head = frame.serialize_padding_data() + bytes(frame.data[:11])  # 22 hex digits: more than are kept
+    return hyperframe.frame._raw_data_repr(head if len(head) >= 11 else frame.serialize_body())
+
+
+hyperframe.frame.DataFrame._body_repr = _data_frame_body_repr  # type: ignore[assignment,method-assign]
