@@ -48,7 +48,7 @@ import collections
 import contextlib
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import h2.config
@@ -56,11 +56,13 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.stream
 import hpack.exceptions
 import trio
 from hyperframe.frame import GoAwayFrame
 
 from ._framing import FramingError, MessageDecoder, MessageTooLarge
+from ._headers import ConstantHeaders, HeaderEncoder, header_frames
 from ._settings import _Limits
 from ._status import RpcError, StatusCode
 
@@ -301,6 +303,7 @@ class Connection:
         self.socket = socket
         self.limits = limits
         self.h2 = h2.connection.H2Connection(config)
+        self._encoder = self.h2.encoder = HeaderEncoder()
         _keep_streams_open_after_goaway(self.h2)
         self.streams: dict[int, Stream] = {}
         self._outgoing: list[bytes] = []
@@ -421,7 +424,8 @@ class Connection:
     def send_raw_frame(self, frame: bytes) -> None:
         self._outgoing.append(frame)
         self._outgoing_size += len(frame)
-        self._writer_lot.unpark_all()
+        if self._writer_lot:
+            self._writer_lot.unpark_all()
 
     async def _write_loop(self) -> None:
         socket = self.socket
@@ -665,18 +669,34 @@ class Connection:
             self.h2.increment_flow_control_window(size, stream_id=stream_id)
 
     def send_headers(
-        self, stream: Stream, headers: list[tuple[bytes, bytes]], end_stream: bool = False
+        self,
+        stream: Stream,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+        end_stream: bool = False,
+        constant: ConstantHeaders = (),
     ) -> None:
+        """Send `constant` then `headers` on a stream the peer opened (responses, trailers).
+
+        Written without h2's send_headers, which per call validates, builds frame objects and serializes
+        them: h2 only moves the stream's state, `HeaderEncoder` reuses the block of `constant` (the part
+        that is the same call after call), and the frame goes out after what h2 has queued before it.
+        """
         if stream.closed is not None:
             raise fresh(stream.closed)
-        if not self._h2_stream_open(stream.id):  # h2 would take a forgotten one for a new stream
+        h2_stream = self.h2.streams.get(stream.id)
+        if h2_stream is None or h2_stream.closed:  # h2 would take a forgotten one for a new stream
             raise StreamClosed("stream closed by the peer")
         self._send_pending_of(stream)
-        self.h2.send_headers(stream.id, headers, end_stream=end_stream)
-        self.headers_and_data_sent += 1
+        # State first, as h2 does: a transition that fails leaves the HPACK state untouched.
+        self.h2.state_machine.process_input(h2.connection.ConnectionInputs.SEND_HEADERS)
+        h2_stream.state_machine.process_input(h2.stream.StreamInputs.SEND_HEADERS)
         if end_stream:
+            h2_stream.state_machine.process_input(h2.stream.StreamInputs.SEND_END_STREAM)
             stream.local_ended = True
-        self.flush_soon()
+        block = self._encoder.encode_block(constant, headers)
+        self.flush_soon()  # what h2 queued so far goes first
+        self.send_raw_frame(header_frames(stream.id, block, end_stream, self.h2.max_outbound_frame_size))
+        self.headers_and_data_sent += 1
 
     async def send_data(self, stream: Stream, data: bytes | memoryview, end_stream: bool = False) -> None:
         """Send one message: queue as much as the peer's windows allow now, the rest as WINDOW_UPDATEs come.

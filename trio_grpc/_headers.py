@@ -1,0 +1,92 @@
+"""Header blocks without h2's per-call cost: HPACK blocks of constant header lists, reused (sans-I/O).
+
+Most calls send the same header lists: a server's `:status 200` and content-type, its `grpc-status: 0`, a
+client's method, scheme, authority and path. HPACK encodes such a list, once its fields are in the dynamic
+table, to the same few bytes of table references every time, as long as the table is as it was. So
+`HeaderEncoder` keeps the block of each constant list together with the state of the table it refers to (its
+length and newest entry) and hands the block out again while that state holds; a block that changed the
+table (the first, which inserts the fields) is never reused. Anything after the constant list is encoded
+as usual, after it: a field it inserts only makes the next block be encoded afresh. Nothing here ever
+produces bytes that plain HPACK encoding of the same list would not have produced in the same state.
+
+`header_frames` frames a block as HEADERS (and CONTINUATION, past the frame size), so that a server can
+answer without h2 building, validating and serializing frame objects per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import hpack
+
+Header = tuple[bytes, bytes]
+#: A constant header list: a tuple, so that it can key the cache.
+ConstantHeaders = tuple[Header, ...]
+
+# Constant lists come from our own code (a server's few, a client's one per method path): bounded anyway,
+# this only guards against a program that calls an unbounded number of paths on one connection.
+_MAX_CACHED_BLOCKS = 64
+
+_HEADERS = 0x1
+_CONTINUATION = 0x9
+_END_STREAM = 0x1
+_END_HEADERS = 0x4
+
+
+class HeaderEncoder(hpack.Encoder):
+    """h2's HPACK encoder, with the blocks of constant header lists kept for reuse.
+
+    `encode_block` is what we call; h2 calls `encode` (a client opening a stream through h2), which hands
+    out the block set in `next_block` when there is one, so that h2 sends the block we built.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._blocks: dict[ConstantHeaders, tuple[bytes, int, object]] = {}
+        #: The block h2's next `encode` call returns instead of encoding (then cleared).
+        self.next_block: bytes | None = None
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        block, self.next_block = self.next_block, None
+        if block is not None:
+            return block
+        return super().encode(headers, huffman)
+
+    def encode_block(self, constant: ConstantHeaders, headers: Sequence[Header] = ()) -> bytes:
+        """The HPACK block of `constant` followed by `headers`."""
+        table = self.header_table
+        if table.resized:  # a table size update must open the next block: let hpack write it
+            return super().encode([*constant, *headers])
+        entries = table.dynamic_entries
+        length, newest = len(entries), entries[0] if entries else None
+        cached = self._blocks.get(constant)
+        if cached is not None and cached[1] == length and cached[2] is newest:
+            block = cached[0]
+        else:
+            block = super().encode(constant)
+            unchanged = len(entries) == length and (entries[0] if entries else None) is newest
+            if unchanged and (cached is not None or len(self._blocks) < _MAX_CACHED_BLOCKS):
+                self._blocks[constant] = (block, length, newest)  # the newest entry is kept alive
+        if headers:
+            block += super().encode(headers)
+        return block
+
+
+def header_frames(stream_id: int, block: bytes, end_stream: bool, max_frame_size: int) -> bytes:
+    """HEADERS carrying `block`, with CONTINUATION frames if it is larger than `max_frame_size`."""
+    if len(block) <= max_frame_size:
+        flags = _END_HEADERS | (_END_STREAM if end_stream else 0)
+        return _frame_header(len(block), _HEADERS, flags, stream_id) + block
+    frames: list[bytes] = []
+    for offset in range(0, len(block), max_frame_size):
+        chunk = block[offset : offset + max_frame_size]
+        last = offset + max_frame_size >= len(block)
+        kind = _CONTINUATION if offset else _HEADERS
+        flags = (_END_HEADERS if last else 0) | (_END_STREAM if end_stream and not offset else 0)
+        frames += (_frame_header(len(chunk), kind, flags, stream_id), chunk)
+    return b"".join(frames)
+
+
+def _frame_header(length: int, kind: int, flags: int, stream_id: int) -> bytes:
+    return length.to_bytes(3, "big") + bytes((kind, flags)) + stream_id.to_bytes(4, "big")
