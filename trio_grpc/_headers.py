@@ -27,6 +27,10 @@ ConstantHeaders = tuple[Header, ...]
 # Constant lists come from our own code (a server's few, a client's one per method path): bounded anyway,
 # this only guards against a program that calls an unbounded number of paths on one connection.
 _MAX_CACHED_BLOCKS = 64
+#: Received blocks kept (at most 16 x 512 bytes, and their headers, per connection).
+_MAX_DECODED_BLOCKS = 16
+#: A received block larger than this is decoded every time (a request's usual block is under 200 bytes).
+_MAX_CACHED_BLOCK_SIZE = 512
 
 _HEADERS = 0x1
 _CONTINUATION = 0x9
@@ -71,6 +75,43 @@ class HeaderEncoder(hpack.Encoder):
         if headers:
             block += super().encode(headers)
         return block
+
+
+class HeaderDecoder(hpack.Decoder):
+    """h2's HPACK decoder, with the headers of blocks that left the dynamic table as it was kept for reuse.
+
+    A client sends the same block call after call once its fields are in the table (or sent as literals
+    that are not indexed, as nghttp2 sends `:path`): the same bytes in the same table state decode to the
+    same headers and leave the table as it was, so they are decoded once. Only small blocks are kept, and
+    only a few: a peer sending ever new blocks costs us a lookup each, not memory.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._blocks: dict[bytes, tuple[Any, int, object, int]] | None = None  # allocated on first use
+
+    def decode(self, data: bytes, raw: bool = False) -> Any:
+        table = self.header_table
+        entries = table.dynamic_entries
+        length, newest, size = len(entries), entries[0] if entries else None, table.maxsize
+        blocks = self._blocks
+        if blocks is not None and raw:
+            cached = blocks.get(data)
+            if cached is not None and cached[1] == length and cached[2] is newest and cached[3] == size:
+                return cached[0]  # h2 copies the list it is given
+        headers = super().decode(data, raw)
+        unchanged = len(entries) == length and (entries[0] if entries else None) is newest
+        if raw and unchanged and table.maxsize == size and _cacheable(data):
+            if blocks is None:
+                blocks = self._blocks = {}
+            if len(blocks) < _MAX_DECODED_BLOCKS:
+                blocks[bytes(data)] = (headers, length, newest, size)
+        return headers
+
+
+def _cacheable(block: bytes) -> bool:
+    """Small, and not opening with a table size update (whose validity depends on the current limit)."""
+    return 0 < len(block) <= _MAX_CACHED_BLOCK_SIZE and block[0] & 0xE0 != 0x20
 
 
 def header_frames(stream_id: int, block: bytes, end_stream: bool, max_frame_size: int) -> bytes:

@@ -62,7 +62,7 @@ import trio
 from hyperframe.frame import GoAwayFrame
 
 from ._framing import FramingError, MessageDecoder, MessageTooLarge
-from ._headers import ConstantHeaders, HeaderEncoder, header_frames
+from ._headers import ConstantHeaders, HeaderDecoder, HeaderEncoder, header_frames
 from ._settings import _Limits
 from ._status import RpcError, StatusCode
 
@@ -304,6 +304,9 @@ class Connection:
         self.limits = limits
         self.h2 = h2.connection.H2Connection(config)
         self._encoder = self.h2.encoder = HeaderEncoder()
+        decoder = HeaderDecoder()
+        decoder.max_header_list_size = self.h2.decoder.max_header_list_size
+        self.h2.decoder = decoder
         _keep_streams_open_after_goaway(self.h2)
         self.streams: dict[int, Stream] = {}
         self._outgoing: list[bytes] = []
