@@ -22,12 +22,14 @@ from typing import Any
 import h2.config
 import h2.events
 import h2.settings
+import hpack
 import trio
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
 from ._codec import deserialize, non_grpc_response_error, serialize, status_from_trailers
 from ._compression import ACCEPT_ENCODING, is_supported
+from ._headers import ConstantHeaders
 from ._metadata import Metadata, MetadataValue, decode_metadata, encode_metadata, header_list_size
 from ._service import Kind, MethodSpec
 from ._settings import ChannelSettings
@@ -50,7 +52,9 @@ class ClientConnection(Connection):
         self.settings_received = trio.Event()
         self.draining = False
         self._slot_lot = trio.lowlevel.ParkingLot()
-        self._base_headers = [
+        #: The request headers of each method path called on this connection, but for per-call ones.
+        self._request_headers: dict[bytes, ConstantHeaders] = {}
+        self._base_headers = (
             (b":method", b"POST"),
             (b":scheme", scheme),
             (b":authority", authority),
@@ -58,7 +62,7 @@ class ClientConnection(Connection):
             (b"content-type", b"application/grpc"),
             (b"user-agent", settings.user_agent.encode()),
             (b"grpc-accept-encoding", ACCEPT_ENCODING),
-        ]
+        )
         self._local_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0})
 
     @property
@@ -137,8 +141,15 @@ class ClientConnection(Connection):
         stream_id = self.h2.get_next_available_stream_id()
         stream = Stream(self, stream_id)
         self.streams[stream_id] = stream
-        headers = [(b":path", path), *self._base_headers, *extra_headers]
-        self.h2.send_headers(stream_id, headers)
+        constant = self._request_headers.get(path)
+        if constant is None:
+            constant = self._request_headers[path] = ((b":path", path), *self._base_headers)
+        # h2 opens the stream and sends the block we hand its encoder: the constant part's, reused.
+        self._encoder.next_block = (constant, extra_headers)
+        try:
+            self.h2.send_headers(stream_id, [*constant, *extra_headers])
+        finally:
+            self._encoder.next_block = None
         self.flush_soon()
         return stream
 
@@ -382,7 +393,10 @@ class Call:
     async def _start(self) -> None:
         headers = list(self._extra_headers)
         if self._deadline != math.inf:  # timeout=math.inf is no deadline, as None is
-            headers.append((b"grpc-timeout", format_timeout(self._deadline - trio.current_time())))
+            timeout = format_timeout(self._deadline - trio.current_time())
+            # Never indexed: a value that changes every call would only churn the peer's HPACK table
+            # and move the indexes of the block reused for the other request headers.
+            headers.append(hpack.NeverIndexedHeaderTuple(b"grpc-timeout", timeout))
         if self._compression is not None:
             headers.append((b"grpc-encoding", self._compression.encode()))
         connection = self._connection = await self._channel.connection()

@@ -409,9 +409,10 @@ class Connection:
             del self._pending_streams[stream.id]
             self._frame_pending(stream)
 
-    def _frame_pending(self, stream: Stream) -> None:
-        """A stream's queued bytes into DATA frames as large as the peer allows. They fit the windows: they
-        were counted against them when queued, and no SETTINGS was applied since (see `_read_loop`)."""
+    def _frame_pending(self, stream: Stream, end_stream: bool = False) -> None:
+        """A stream's queued bytes into DATA frames as large as the peer allows, the last one carrying
+        `end_stream`. They fit the windows: they were counted against them when queued, and no SETTINGS
+        was applied since (see `_read_loop`)."""
         chunks, size = stream._pending, stream._pending_size
         stream._pending, stream._pending_size = [], 0
         self._pending_total -= size
@@ -422,7 +423,8 @@ class Connection:
         view = memoryview(data)
         frame_size = self.h2.max_outbound_frame_size
         for offset in range(0, size, frame_size):
-            self.h2.send_data(stream.id, view[offset : offset + frame_size])
+            last = offset + frame_size >= size
+            self.h2.send_data(stream.id, view[offset : offset + frame_size], end_stream=end_stream and last)
 
     def send_raw_frame(self, frame: bytes) -> None:
         self._outgoing.append(frame)
@@ -779,8 +781,12 @@ class Connection:
 
     def end_stream(self, stream: Stream) -> None:
         if stream.closed is None and not stream.local_ended:
-            self._send_pending_of(stream)
-            self.h2.end_stream(stream.id)
+            if stream._pending_size:  # END_STREAM goes on the last DATA frame, not in a frame of its own
+                del self._pending_streams[stream.id]
+                self._frame_pending(stream, end_stream=True)
+            else:
+                self._send_pending_of(stream)
+                self.h2.end_stream(stream.id)
             stream.local_ended = True
             self.flush_soon()
 
