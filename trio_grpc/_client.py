@@ -29,7 +29,7 @@ from google.protobuf.message import Message
 
 from ._codec import deserialize, non_grpc_response_error, serialize, status_from_trailers
 from ._compression import ACCEPT_ENCODING, is_supported
-from ._headers import ConstantHeaders
+from ._headers import ConstantHeaders, malformed_response
 from ._metadata import Metadata, MetadataValue, decode_metadata, encode_metadata, header_list_size
 from ._service import Kind, MethodSpec
 from ._settings import ChannelSettings
@@ -42,9 +42,12 @@ class ClientConnection(Connection):
     def __init__(
         self, socket: trio.abc.Stream, settings: ChannelSettings, authority: bytes, scheme: bytes
     ) -> None:
+        # h2's inbound validation would take a malformed response for a connection error, at a cost per
+        # field; `headers_error` checks the same rules (`malformed_response`) and fails just that call.
         config = h2.config.H2Configuration(
             client_side=True,
             header_encoding=None,
+            validate_inbound_headers=False,
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
@@ -81,22 +84,32 @@ class ClientConnection(Connection):
         stream.headers = event.headers
         # Decided here, before the DATA that follows in the same read: the body of a response that is not
         # gRPC (a proxy's HTML error page) is never parsed as messages. The call reads the error instead.
-        error = self.headers_error(event.headers)
+        malformed = malformed_response(event.headers, trailers=False)
+        error = self._response_error(event.headers, malformed)
         if error is not None:
             stream.receive_error = error
-            if event.stream_ended is None:  # nothing more of it is wanted
-                self.reset(stream, ErrorCodes.CANCEL)
+            if event.stream_ended is None:  # nothing more of it is wanted; malformed: RFC 9113 8.1.1
+                self.reset(stream, ErrorCodes.CANCEL if malformed is None else ErrorCodes.PROTOCOL_ERROR)
         stream.wake()
 
     def _on_trailers(self, event: h2.events.TrailersReceived) -> None:
         stream = self.streams.get(event.stream_id)
-        error = self._metadata_too_large(event.headers)
+        malformed = malformed_response(event.headers, trailers=True)
+        if malformed is not None:
+            error: RpcError | None = RpcError(StatusCode.INTERNAL, f"malformed trailers: {malformed}")
+        else:
+            error = self._metadata_too_large(event.headers)
         if stream is not None and error is not None and stream.receive_error is None:
             stream.receive_error = error  # the call raises it once it has read the messages before it
         super()._on_trailers(event)
 
     def headers_error(self, headers: list[tuple[bytes, bytes]]) -> RpcError | None:
         """Why response headers end the call before it starts, or None."""
+        return self._response_error(headers, malformed_response(headers, trailers=False))
+
+    def _response_error(self, headers: list[tuple[bytes, bytes]], malformed: str | None) -> RpcError | None:
+        if malformed is not None:  # INTERNAL, as grpc-go answers a malformed response
+            return RpcError(StatusCode.INTERNAL, f"malformed response headers: {malformed}")
         return non_grpc_response_error(headers) or self._metadata_too_large(headers)
 
     def _metadata_too_large(self, headers: list[tuple[bytes, bytes]]) -> RpcError | None:

@@ -11,10 +11,15 @@ produces bytes that plain HPACK encoding of the same list would not have produce
 
 `header_frames` frames a block as HEADERS (and CONTINUATION, past the frame size), so that a server can
 answer without h2 building, validating and serializing frame objects per call.
+
+`malformed_response` is the check of a received response or trailers block (RFC 9113 8.2.1, 8.3.2) that h2's
+inbound validation made, in a few C-level passes over the whole block instead of h2's chain of generators
+per field; a client fails just that call with it, where h2 failed the whole connection.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -132,3 +137,46 @@ def header_frames(stream_id: int, block: bytes, end_stream: bool, max_frame_size
 
 def _frame_header(length: int, kind: int, flags: int, stream_id: int) -> bytes:
     return length.to_bytes(3, "big") + bytes((kind, flags)) + stream_id.to_bytes(4, "big")
+
+
+# -- received responses ----------------------------------------------------------------------------------
+
+# A field name: no controls, space, ':' (pseudo-headers are checked apart), uppercase, DEL or non-ASCII.
+_NAME = rb"[\x21-\x39\x3b-\x40\x5b-\x7e]+"
+_NAME_FIELD = re.compile(_NAME)
+_NAMES = re.compile(rb"(?:%s(?:\n%s)*)?" % (_NAME, _NAME))  # names joined with newlines
+_FORBIDDEN_IN_VALUE = re.compile(rb"[\x00\r\n]")
+_PADDED_VALUES = re.compile(rb"(?m)^[ \t]|[ \t]$")  # values (free of newlines) joined with newlines
+_CONNECTION_SPECIFIC = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+
+
+def malformed_response(headers: Sequence[Header], trailers: bool) -> str | None:
+    """Why a received response header block (`:status` first, no other pseudo-header) or trailers block
+    (no pseudo-header) is malformed HTTP/2, or None."""
+    if not trailers and (not headers or headers[0][0] != b":status"):
+        return "no :status pseudo-header first"
+    regular = headers if trailers else headers[1:]
+    names = [name for name, _ in regular]
+    values = [value for _, value in headers]
+    te = [value for name, value in regular if name == b"te"]
+    valid = (
+        _NAMES.fullmatch(b"\n".join(names)) is not None
+        and _CONNECTION_SPECIFIC.isdisjoint(names)
+        and _FORBIDDEN_IN_VALUE.search(b"".join(values)) is None
+        and _PADDED_VALUES.search(b"\n".join(values)) is None
+        and all(value.lower() == b"trailers" for value in te)
+    )
+    return None if valid else _why_malformed(regular)
+
+
+def _why_malformed(regular: Sequence[Header]) -> str:
+    for name, value in regular:
+        if name.startswith(b":"):
+            return f"pseudo-header {name!r} where none may be"
+        if not _NAME_FIELD.fullmatch(name) or name in _CONNECTION_SPECIFIC:
+            return f"invalid header name {name!r}"
+        if name == b"te" and value.lower() != b"trailers":
+            return f"invalid te header {value!r}"
+    return "invalid header value (NUL, CR, LF, or surrounding whitespace)"
