@@ -512,12 +512,15 @@ class Call:
 
     async def receive(self) -> Message | None:
         """The next response message, or None when the call ended with OK; raises RpcError otherwise."""
+        return await self._receive()
+
+    async def _receive(self, schedule_point: bool = True) -> Message | None:
         if self.code is not None:
             self._raise_if_failed(self._error)
             return None
         stream = self._live_stream()
         try:
-            item = await self._bounded(stream.receive_message)
+            item = await self._bounded(stream.receive_message, schedule_point)
         except RpcError as exc:
             self._fail(exc)
             raise
@@ -548,7 +551,8 @@ class Call:
         response = await self.receive()
         if response is None:
             raise self._cardinality_violation("the server ended the call with OK and no response message")
-        if await self.receive() is not None:
+        # No second schedule point: the first receive was one, and the status is usually here already.
+        if await self._receive(schedule_point=False) is not None:
             raise self._cardinality_violation("the server sent more than one response message")
         return response
 
