@@ -126,12 +126,13 @@ class Stream:
         self._connection = connection
         self.id = stream_id
         self._decoder = MessageDecoder(connection.limits.max_receive_message_size)
-        self._messages: collections.deque[tuple[bool, bytes]] = collections.deque()
+        # Allocated on first use (a deque costs about 600 bytes even empty; most streams hold none, or one).
+        self._messages: collections.deque[tuple[bool, bytes]] | None = None
         self._buffered = 0
         self._held_credit = 0
         self._unsent_credit = 0
         self._lot = trio.lowlevel.ParkingLot()
-        self._window_lot = trio.lowlevel.ParkingLot()
+        self._window_lot: trio.lowlevel.ParkingLot | None = None  # allocated by the first sender to wait
         #: Message bytes queued for h2 by `send_data`, not yet in DATA frames (see coalescing above).
         self._pending: list[bytes | memoryview] = []
         self._pending_size = 0
@@ -168,6 +169,8 @@ class Stream:
             return
         held = decoder.pending - pending_before
         for message in messages:
+            if self._messages is None:
+                self._messages = collections.deque()
             self._messages.append(message)
             size = len(message[1])
             self._buffered += size
@@ -192,7 +195,7 @@ class Stream:
     def _drop_buffers(self) -> None:
         """Free everything received and unread (the stream's user is done with it)."""
         dropped = self._decoder.discard() + self._buffered
-        self._messages.clear()
+        self._messages = None
         self._buffered = 0
         self._connection._account(-dropped)
 
@@ -220,7 +223,7 @@ class Stream:
         if self.closed is None:
             self.closed = closed
             self._lot.unpark_all()
-            self._window_lot.unpark_all()
+            self._wake_senders()
             if self.on_reset is not None:
                 self.on_reset()
 
@@ -266,6 +269,16 @@ class Stream:
             await self._lot.park()
         return self.headers
 
+    async def _wait_for_window(self) -> None:
+        """Until window opens, the stream closes, or another task's half-sent message is out."""
+        if self._window_lot is None:
+            self._window_lot = trio.lowlevel.ParkingLot()
+        await self._window_lot.park()
+
+    def _wake_senders(self) -> None:
+        if self._window_lot is not None:
+            self._window_lot.unpark_all()
+
     def wake(self) -> None:
         if self._lot:
             self._lot.unpark_all()
@@ -303,6 +316,7 @@ class Connection:
         self.socket = socket
         self.limits = limits
         self.h2 = h2.connection.H2Connection(config)
+        self.h2.remote_settings = _LeanSettings(client=not config.client_side)  # nothing received yet
         self._encoder = self.h2.encoder = HeaderEncoder()
         decoder = HeaderDecoder()
         decoder.max_header_list_size = self.h2.decoder.max_header_list_size
@@ -358,9 +372,7 @@ class Connection:
             h2.settings.SettingCodes.MAX_FRAME_SIZE: self.limits.max_frame_size,
             **extra,
         }
-        self.h2.local_settings = h2.settings.Settings(
-            client=self.h2.config.client_side, initial_values=settings
-        )
+        self.h2.local_settings = _LeanSettings(client=self.h2.config.client_side, initial_values=settings)
         self.h2.initiate_connection()
         # Take frames as large as we advertise at once: h2 would apply the new size only from the read after
         # the peer's SETTINGS ACK, and refuse (FRAME_SIZE_ERROR) a large frame that shares a read with it.
@@ -637,7 +649,7 @@ class Connection:
         if event.stream_id:
             stream = self.streams.get(event.stream_id)
             if stream is not None:
-                stream._window_lot.unpark_all()
+                stream._wake_senders()
         else:
             self._wake_all_senders()
 
@@ -646,7 +658,7 @@ class Connection:
 
     def _wake_all_senders(self) -> None:
         for stream in self.streams.values():
-            stream._window_lot.unpark_all()
+            stream._wake_senders()
 
     def _on_ping_ack(self, event: h2.events.PingAckReceived) -> None:
         self._ping_ack.set()
@@ -735,7 +747,7 @@ class Connection:
                 )
                 # A half-sent message that is not ours (offset 0) belongs to another task: it goes first.
                 if window <= 0 or (stream.partial_send and not offset):
-                    await stream._window_lot.park()
+                    await stream._wait_for_window()
                     continue
                 end = min(total, offset + window)
                 self._queue_data(stream, view[offset:end] if offset or end < total else data)
@@ -746,7 +758,7 @@ class Connection:
                     continue
                 if stream.partial_send:
                     stream.partial_send = False
-                    stream._window_lot.unpark_all()  # sends from other tasks waiting for their turn
+                    stream._wake_senders()  # sends from other tasks waiting for their turn
                 if end_stream:
                     self.end_stream(stream)
                 # No wait was needed: still honour cancellation, and let the writer run once a batch
@@ -777,7 +789,7 @@ class Connection:
     async def wait_for_turn(self, stream: Stream) -> None:
         """Until no message is half-sent on `stream`: what must come before END_STREAM from another task."""
         while stream.partial_send and stream.closed is None:
-            await stream._window_lot.park()
+            await stream._wait_for_window()
 
     def end_stream(self, stream: Stream) -> None:
         if stream.closed is None and not stream.local_ended:
@@ -914,6 +926,35 @@ def _keep_streams_open_after_goaway(connection: h2.connection.H2Connection) -> N
     (no new streams after it), so an open connection stays open in h2's state machine.
     """
     connection.state_machine._transitions = _TRANSITIONS_KEEPING_STREAMS_OPEN
+
+
+class _SettingValues(list[Any]):
+    """One setting's values, the one in force first, then those sent or received and not yet acknowledged.
+
+    h2 keeps them in a deque, which allocates room for 64 values at once (about 600 bytes): for the one or
+    two values a setting ever has, a third of an idle connection's memory. h2 only takes `[0]`, `len`,
+    `append` and `popleft`.
+    """
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
+class _LeanSettings(h2.settings.Settings):
+    """h2's Settings, each setting's values in a `_SettingValues` instead of a deque."""
+
+    def __init__(
+        self, client: bool, initial_values: dict[h2.settings.SettingCodes, int] | None = None
+    ) -> None:
+        super().__init__(client, initial_values)
+        self._settings = {key: _SettingValues(values) for key, values in self._settings.items()}  # type: ignore[misc]
+
+    def __setitem__(self, key: h2.settings.SettingCodes | int, value: int) -> None:
+        if key not in self._settings:  # h2 would start a deque for a setting it has no value of yet
+            self._settings[key] = _SettingValues([None])  # type: ignore[assignment]
+        super().__setitem__(key, value)
 
 
 Connection._dispatch = _dispatch_table(Connection)
