@@ -58,6 +58,33 @@ _OK: _Status = (StatusCode.OK, "", None)
 class ServicerContext:
     """What a handler knows about its call, and how it answers beyond returning a value."""
 
+    # One per call in flight: slots keep it to a third of the size of an instance dict.
+    __slots__ = (
+        "__weakref__",
+        "_accepted_encodings",
+        "_added_initial",
+        "_cancel_requested",
+        "_code",
+        "_connection",
+        "_details",
+        "_headers_sent",
+        "_invocation_metadata",
+        "_raw_headers",
+        "_request_compressed",
+        "_request_encoding",
+        "_response_encoding",
+        "_scope",
+        "_shutting_down",
+        "_spec",
+        "_stream",
+        "_trailing",
+        "deadline",
+        "method",
+        "peer",
+        "status_code",
+        "status_message",
+    )
+
     def __init__(
         self,
         connection: ServerConnection,
