@@ -72,7 +72,11 @@ def test_a_block_that_left_the_table_as_it_was_is_decoded_once() -> None:
     encoder, decoder = hpack.Encoder(), HeaderDecoder()
     request = [(b":method", b"POST"), (b":path", b"/a.B/C", True), (b"te", b"trailers")]
     first = encoder.encode(request)  # inserts te: trailers
-    assert decoder.decode(first, raw=True) == request[:1] + [request[1][:2]] + request[2:]
+    assert decoder.decode(first, raw=True) == [
+        (b":method", b"POST"),
+        (b":path", b"/a.B/C"),
+        (b"te", b"trailers"),
+    ]
     second = encoder.encode(request)
     headers = decoder.decode(second, raw=True)
     assert decoder.decode(second, raw=True) is headers
