@@ -382,6 +382,91 @@ async def test_status_before_our_end_of_stream_frees_the_stream() -> None:
             assert server.resets == [(1, ErrorCodes.NO_ERROR)]
 
 
+MALFORMED_HEADERS = [
+    pytest.param([(b"content-type", b"application/grpc")], "no :status", id="no-status"),
+    pytest.param(
+        [(b"content-type", b"application/grpc"), (b":status", b"200")], "no :status", id="status-late"
+    ),
+    pytest.param([*GRPC_HEADERS, (b":status", b"200")], "pseudo-header", id="status-twice"),
+    pytest.param(
+        [*GRPC_HEADERS[:1], (b":path", b"/"), *GRPC_HEADERS[1:]], "pseudo-header", id="request-pseudo"
+    ),
+    pytest.param([*GRPC_HEADERS, (b"X-Upper", b"1")], "invalid header name", id="uppercase-name"),
+    pytest.param([*GRPC_HEADERS, (b"x bad", b"1")], "invalid header name", id="space-in-name"),
+    pytest.param([*GRPC_HEADERS, (b"", b"1")], "invalid header name", id="empty-name"),
+    pytest.param([*GRPC_HEADERS, (b"connection", b"close")], "invalid header name", id="connection"),
+    pytest.param(
+        [*GRPC_HEADERS, (b"transfer-encoding", b"chunked")], "invalid header name", id="transfer-enc"
+    ),
+    pytest.param([*GRPC_HEADERS, (b"te", b"gzip")], "invalid te", id="te-not-trailers"),
+    pytest.param([*GRPC_HEADERS, (b"x-v", b"a\x00b")], "invalid header value", id="nul-in-value"),
+    pytest.param([*GRPC_HEADERS, (b"x-v", b"a\nb")], "invalid header value", id="lf-in-value"),
+    pytest.param([*GRPC_HEADERS, (b"x-v", b" padded")], "invalid header value", id="leading-space"),
+    pytest.param([*GRPC_HEADERS, (b"x-v", b"padded\t")], "invalid header value", id="trailing-tab"),
+]
+
+
+@pytest.mark.parametrize(("headers", "why"), MALFORMED_HEADERS)
+async def test_malformed_response_headers_fail_the_call_and_only_the_call(
+    headers: list[tuple[bytes, bytes]], why: str
+) -> None:
+    """RFC 9113 8.1.1: a stream error. h2's own validation used to close the whole connection instead."""
+    with trio.fail_after(TIMEOUT):  # headers alone: the server waits for what the client does about them
+        error, resets = await hostile_unary_call(sending((headers, False)))
+    assert error.code == StatusCode.INTERNAL
+    assert error.message.startswith("malformed response headers") and why in error.message
+    assert resets == [(1, ErrorCodes.PROTOCOL_ERROR)]
+
+
+@pytest.mark.parametrize(
+    "trailers",
+    [
+        pytest.param([(b":status", b"200"), *OK_TRAILERS], id="pseudo-header"),
+        pytest.param([*OK_TRAILERS, (b"Grpc-Message", b"x")], id="uppercase-name"),
+        pytest.param([*OK_TRAILERS, (b"keep-alive", b"1")], id="connection-specific"),
+        pytest.param([*OK_TRAILERS, (b"grpc-message", b"\r")], id="cr-in-value"),
+    ],
+)
+async def test_malformed_trailers_fail_the_call_and_only_the_call(
+    trailers: list[tuple[bytes, bytes]],
+) -> None:
+    answer = sending((GRPC_HEADERS, False), (frame(RESPONSE.SerializeToString()), False), (trailers, True))
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(answering(answer)) as server, trio_grpc.Channel(server.target) as channel:
+            with pytest.raises(RpcError) as caught:
+                await trio_grpc.Stub(channel, SERVICE).UnaryCall(messages_pb2.SimpleRequest())
+            await assert_good_call(channel)
+            assert len(server.peers) == 1  # the same connection carried the good call
+    assert caught.value.code == StatusCode.INTERNAL
+    assert caught.value.message.startswith("malformed trailers")
+
+
+async def test_malformed_headers_cost_no_other_call_on_the_connection() -> None:
+    """A call in flight on the same connection finishes while the malformed answer fails its own call."""
+    released = trio.Event()
+
+    async def answer(peer: ServerPeer, stream_id: int, headers: dict[bytes, bytes]) -> None:
+        if headers[b":path"] == GOOD_PATH:
+            await released.wait()
+            peer.h2.send_headers(stream_id, GRPC_HEADERS)
+            peer.h2.send_data(stream_id, frame(b""))
+            peer.h2.send_headers(stream_id, OK_TRAILERS, end_stream=True)
+        else:
+            peer.h2.send_headers(stream_id, [*GRPC_HEADERS, (b"Bad", b"1")])
+            released.set()
+
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(answer) as server, trio_grpc.Channel(server.target) as channel:
+            stub = trio_grpc.Stub(channel, SERVICE)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(assert_good_call, channel)
+                await server.wait_for_requests(1)
+                with pytest.raises(RpcError) as caught:
+                    await stub.UnaryCall(messages_pb2.SimpleRequest())
+            assert len(server.peers) == 1
+    assert caught.value.code == StatusCode.INTERNAL
+
+
 async def test_informational_response_before_the_real_one_is_skipped() -> None:
     answer = sending(
         ([(b":status", b"100")], False),

@@ -397,10 +397,11 @@ class PeerServer:
             )
             await self._send(peer, stream_id, call, StreamingInputCallResponse(aggregated_payload_size=total))
         if request.ended:
-            peer.h2.send_headers(stream_id, [(b"grpc-status", b"0")], end_stream=True)
-            await peer.flush()
+            # Recorded before the status goes: once the client has it, the test may look at once.
             call.finished = True
             self.calls.append((path, messages))
+            peer.h2.send_headers(stream_id, [(b"grpc-status", b"0")], end_stream=True)
+            await peer.flush()
 
     async def _send(self, peer: LazyPeer, stream_id: int, call: PeerCall, message: Message) -> None:
         if not call.headers_sent:

@@ -22,12 +22,14 @@ from typing import Any
 import h2.config
 import h2.events
 import h2.settings
+import hpack
 import trio
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
 from ._codec import deserialize, non_grpc_response_error, serialize, status_from_trailers
 from ._compression import ACCEPT_ENCODING, is_supported
+from ._headers import ConstantHeaders, malformed_response
 from ._metadata import Metadata, MetadataValue, decode_metadata, encode_metadata, header_list_size
 from ._service import Kind, MethodSpec
 from ._settings import ChannelSettings
@@ -40,9 +42,12 @@ class ClientConnection(Connection):
     def __init__(
         self, socket: trio.abc.Stream, settings: ChannelSettings, authority: bytes, scheme: bytes
     ) -> None:
+        # h2's inbound validation would take a malformed response for a connection error, at a cost per
+        # field; `headers_error` checks the same rules (`malformed_response`) and fails just that call.
         config = h2.config.H2Configuration(
             client_side=True,
             header_encoding=None,
+            validate_inbound_headers=False,
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
@@ -50,7 +55,9 @@ class ClientConnection(Connection):
         self.settings_received = trio.Event()
         self.draining = False
         self._slot_lot = trio.lowlevel.ParkingLot()
-        self._base_headers = [
+        #: The request headers of each method path called on this connection, but for per-call ones.
+        self._request_headers: dict[bytes, ConstantHeaders] = {}
+        self._base_headers = (
             (b":method", b"POST"),
             (b":scheme", scheme),
             (b":authority", authority),
@@ -58,7 +65,7 @@ class ClientConnection(Connection):
             (b"content-type", b"application/grpc"),
             (b"user-agent", settings.user_agent.encode()),
             (b"grpc-accept-encoding", ACCEPT_ENCODING),
-        ]
+        )
         self._local_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0})
 
     @property
@@ -77,22 +84,32 @@ class ClientConnection(Connection):
         stream.headers = event.headers
         # Decided here, before the DATA that follows in the same read: the body of a response that is not
         # gRPC (a proxy's HTML error page) is never parsed as messages. The call reads the error instead.
-        error = self.headers_error(event.headers)
+        malformed = malformed_response(event.headers, trailers=False)
+        error = self._response_error(event.headers, malformed)
         if error is not None:
             stream.receive_error = error
-            if event.stream_ended is None:  # nothing more of it is wanted
-                self.reset(stream, ErrorCodes.CANCEL)
+            if event.stream_ended is None:  # nothing more of it is wanted; malformed: RFC 9113 8.1.1
+                self.reset(stream, ErrorCodes.CANCEL if malformed is None else ErrorCodes.PROTOCOL_ERROR)
         stream.wake()
 
     def _on_trailers(self, event: h2.events.TrailersReceived) -> None:
         stream = self.streams.get(event.stream_id)
-        error = self._metadata_too_large(event.headers)
+        malformed = malformed_response(event.headers, trailers=True)
+        if malformed is not None:
+            error: RpcError | None = RpcError(StatusCode.INTERNAL, f"malformed trailers: {malformed}")
+        else:
+            error = self._metadata_too_large(event.headers)
         if stream is not None and error is not None and stream.receive_error is None:
             stream.receive_error = error  # the call raises it once it has read the messages before it
         super()._on_trailers(event)
 
     def headers_error(self, headers: list[tuple[bytes, bytes]]) -> RpcError | None:
         """Why response headers end the call before it starts, or None."""
+        return self._response_error(headers, malformed_response(headers, trailers=False))
+
+    def _response_error(self, headers: list[tuple[bytes, bytes]], malformed: str | None) -> RpcError | None:
+        if malformed is not None:  # INTERNAL, as grpc-go answers a malformed response
+            return RpcError(StatusCode.INTERNAL, f"malformed response headers: {malformed}")
         return non_grpc_response_error(headers) or self._metadata_too_large(headers)
 
     def _metadata_too_large(self, headers: list[tuple[bytes, bytes]]) -> RpcError | None:
@@ -137,8 +154,15 @@ class ClientConnection(Connection):
         stream_id = self.h2.get_next_available_stream_id()
         stream = Stream(self, stream_id)
         self.streams[stream_id] = stream
-        headers = [(b":path", path), *self._base_headers, *extra_headers]
-        self.h2.send_headers(stream_id, headers)
+        constant = self._request_headers.get(path)
+        if constant is None:
+            constant = self._request_headers[path] = ((b":path", path), *self._base_headers)
+        # h2 opens the stream and sends the block we hand its encoder: the constant part's, reused.
+        self._encoder.next_block = (constant, extra_headers)
+        try:
+            self.h2.send_headers(stream_id, [*constant, *extra_headers])
+        finally:
+            self._encoder.next_block = None
         self.flush_soon()
         return stream
 
@@ -382,7 +406,10 @@ class Call:
     async def _start(self) -> None:
         headers = list(self._extra_headers)
         if self._deadline != math.inf:  # timeout=math.inf is no deadline, as None is
-            headers.append((b"grpc-timeout", format_timeout(self._deadline - trio.current_time())))
+            timeout = format_timeout(self._deadline - trio.current_time())
+            # Never indexed: a value that changes every call would only churn the peer's HPACK table
+            # and move the indexes of the block reused for the other request headers.
+            headers.append(hpack.NeverIndexedHeaderTuple(b"grpc-timeout", timeout))
         if self._compression is not None:
             headers.append((b"grpc-encoding", self._compression.encode()))
         connection = self._connection = await self._channel.connection()
@@ -485,12 +512,15 @@ class Call:
 
     async def receive(self) -> Message | None:
         """The next response message, or None when the call ended with OK; raises RpcError otherwise."""
+        return await self._receive()
+
+    async def _receive(self, schedule_point: bool = True) -> Message | None:
         if self.code is not None:
             self._raise_if_failed(self._error)
             return None
         stream = self._live_stream()
         try:
-            item = await self._bounded(stream.receive_message)
+            item = await self._bounded(stream.receive_message, schedule_point)
         except RpcError as exc:
             self._fail(exc)
             raise
@@ -521,7 +551,8 @@ class Call:
         response = await self.receive()
         if response is None:
             raise self._cardinality_violation("the server ended the call with OK and no response message")
-        if await self.receive() is not None:
+        # No second schedule point: the first receive was one, and the status is usually here already.
+        if await self._receive(schedule_point=False) is not None:
             raise self._cardinality_violation("the server sent more than one response message")
         return response
 

@@ -46,11 +46,44 @@ _GOODBYE_TIME = 1.0
 _SEND = "a streaming handler sends its responses with `await context.send(response)` and returns None"
 
 _Status = tuple[StatusCode, str, bytes | None]  # code, message, details
+
+# The header lists every call sends, whose HPACK blocks the connection reuses (see _headers.py).
+_HTTP_OK = ((b":status", b"200"), (b"content-type", _GRPC_CONTENT_TYPE))
+_RESPONSE_HEADERS = (*_HTTP_OK, (b"grpc-accept-encoding", ACCEPT_ENCODING))
+_STATUS = {code: tuple(status_headers(code, "", None)) for code in StatusCode}  # grpc-status alone
+_TRAILERS_ONLY = {code: _HTTP_OK + _STATUS[code] for code in StatusCode}
 _OK: _Status = (StatusCode.OK, "", None)
 
 
 class ServicerContext:
     """What a handler knows about its call, and how it answers beyond returning a value."""
+
+    # One per call in flight: slots keep it to a third of the size of an instance dict.
+    __slots__ = (
+        "__weakref__",
+        "_accepted_encodings",
+        "_added_initial",
+        "_cancel_requested",
+        "_code",
+        "_connection",
+        "_details",
+        "_headers_sent",
+        "_invocation_metadata",
+        "_raw_headers",
+        "_request_compressed",
+        "_request_encoding",
+        "_response_encoding",
+        "_scope",
+        "_shutting_down",
+        "_spec",
+        "_stream",
+        "_trailing",
+        "deadline",
+        "method",
+        "peer",
+        "status_code",
+        "status_message",
+    )
 
     def __init__(
         self,
@@ -218,7 +251,7 @@ class ServicerContext:
             return None
         return None if item is None else self._decode(item)
 
-    def _decode(self, item: tuple[bool, bytes]) -> Message:
+    def _decode(self, item: tuple[bool, bytes | memoryview]) -> Message:
         self._request_compressed = item[0]
         return deserialize(
             item[0],
@@ -229,14 +262,12 @@ class ServicerContext:
         )
 
     def _send_headers(self, metadata: Headers) -> None:
-        headers = [(b":status", b"200"), (b"content-type", _GRPC_CONTENT_TYPE)]
-        if self._response_encoding is not None:
-            headers.append((b"grpc-encoding", self._response_encoding.encode()))
-        headers.append((b"grpc-accept-encoding", ACCEPT_ENCODING))
-        if self._added_initial is not None:
-            headers.extend(self._added_initial)
-        headers.extend(metadata)
-        self._connection.send_headers(self._stream, headers)
+        headers = metadata
+        if self._response_encoding is not None or self._added_initial is not None:
+            headers = [*(self._added_initial or ()), *metadata]
+            if self._response_encoding is not None:
+                headers.insert(0, (b"grpc-encoding", self._response_encoding.encode()))
+        self._connection.send_headers(self._stream, headers, constant=_RESPONSE_HEADERS)
         self._headers_sent = True
 
     def _cancel(self) -> None:
@@ -246,11 +277,11 @@ class ServicerContext:
             self._scope.cancel()
 
     def _finish(self, code: StatusCode, message: str, details: bytes | None) -> None:
-        trailers = status_headers(code, message, details)
+        trailers = status_headers(code, message, details)[1:]  # grpc-status is in `constant`
         trailers.extend(self._trailing)
-        if not self._headers_sent:  # Trailers-Only
-            trailers[:0] = [(b":status", b"200"), (b"content-type", _GRPC_CONTENT_TYPE)]
-        self._connection.send_headers(self._stream, trailers, end_stream=True)
+        # Trailers-Only when no headers went out: the status then comes with the response headers.
+        constant = _STATUS[code] if self._headers_sent else _TRAILERS_ONLY[code]
+        self._connection.send_headers(self._stream, trailers, end_stream=True, constant=constant)
 
 
 #: Called with each call's context; the async context manager it returns wraps the call (docs/api.md).

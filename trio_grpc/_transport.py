@@ -50,7 +50,7 @@ import collections
 import contextlib
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import h2.config
@@ -65,6 +65,7 @@ import trio
 from hyperframe.frame import GoAwayFrame
 
 from ._framing import FramingError, MessageDecoder, MessageTooLarge
+from ._headers import ConstantHeaders, HeaderDecoder, HeaderEncoder, header_frames
 from ._settings import _Limits
 from ._status import RpcError, StatusCode
 
@@ -81,6 +82,7 @@ _YIELD_AFTER_BYTES = 65536
 ErrorCodes = h2.errors.ErrorCodes
 # The h2 stream states in which sending DATA is allowed, and changes nothing (h2's stream state machine).
 _DATA_SENDING_STATES = frozenset({h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_REMOTE})
+_END_STREAM_FLAG = 0x1 << 32  # END_STREAM in a frame header taken as a 72-bit integer (flags: bits 32-39)
 
 
 _E = TypeVar("_E", bound=BaseException)
@@ -132,12 +134,13 @@ class Stream:
         self._connection = connection
         self.id = stream_id
         self._decoder = MessageDecoder(connection.limits.max_receive_message_size)
-        self._messages: collections.deque[tuple[bool, bytes | memoryview]] = collections.deque()
+        # Allocated on first use (a deque costs about 600 bytes even empty; most streams hold none, or one).
+        self._messages: collections.deque[tuple[bool, bytes | memoryview]] | None = None
         self._buffered = 0
         self._held_credit = 0
         self._unsent_credit = 0
         self._lot = trio.lowlevel.ParkingLot()
-        self._window_lot = trio.lowlevel.ParkingLot()
+        self._window_lot: trio.lowlevel.ParkingLot | None = None  # allocated by the first sender to wait
         #: Message bytes queued for h2 by `send_data`, not yet in DATA frames (see coalescing above).
         self._pending: list[bytes | memoryview] = []
         self._pending_size = 0
@@ -174,6 +177,8 @@ class Stream:
             return
         held = decoder.pending - pending_before
         for message in messages:
+            if self._messages is None:
+                self._messages = collections.deque()
             self._messages.append(message)
             size = len(message[1])
             self._buffered += size
@@ -198,7 +203,7 @@ class Stream:
     def _drop_buffers(self) -> None:
         """Free everything received and unread (the stream's user is done with it)."""
         dropped = self._decoder.discard() + self._buffered
-        self._messages.clear()
+        self._messages = None
         self._buffered = 0
         self._connection._account(-dropped)
 
@@ -226,7 +231,7 @@ class Stream:
         if self.closed is None:
             self.closed = closed
             self._lot.unpark_all()
-            self._window_lot.unpark_all()
+            self._wake_senders()
             if self.on_reset is not None:
                 self.on_reset()
 
@@ -272,6 +277,16 @@ class Stream:
             await self._lot.park()
         return self.headers
 
+    async def _wait_for_window(self) -> None:
+        """Until window opens, the stream closes, or another task's half-sent message is out."""
+        if self._window_lot is None:
+            self._window_lot = trio.lowlevel.ParkingLot()
+        await self._window_lot.park()
+
+    def _wake_senders(self) -> None:
+        if self._window_lot:  # none yet, or none parked: unpark_all is not free, and runs per WINDOW_UPDATE
+            self._window_lot.unpark_all()
+
     def wake(self) -> None:
         if self._lot:
             self._lot.unpark_all()
@@ -309,6 +324,11 @@ class Connection:
         self.socket = socket
         self.limits = limits
         self.h2 = h2.connection.H2Connection(config)
+        self.h2.remote_settings = _LeanSettings(client=not config.client_side)  # nothing received yet
+        self._encoder = self.h2.encoder = HeaderEncoder()
+        decoder = HeaderDecoder()
+        decoder.max_header_list_size = self.h2.decoder.max_header_list_size
+        self.h2.decoder = decoder
         _keep_streams_open_after_goaway(self.h2)
         self.streams: dict[int, Stream] = {}
         self._outgoing: list[bytes | memoryview] = []
@@ -360,9 +380,7 @@ class Connection:
             h2.settings.SettingCodes.MAX_FRAME_SIZE: self.limits.max_frame_size,
             **extra,
         }
-        self.h2.local_settings = h2.settings.Settings(
-            client=self.h2.config.client_side, initial_values=settings
-        )
+        self.h2.local_settings = _LeanSettings(client=self.h2.config.client_side, initial_values=settings)
         self.h2.initiate_connection()
         # Take frames as large as we advertise at once: h2 would apply the new size only from the read after
         # the peer's SETTINGS ACK, and refuse (FRAME_SIZE_ERROR) a large frame that shares a read with it.
@@ -412,16 +430,18 @@ class Connection:
             del self._pending_streams[stream.id]
             self._frame_pending(stream)
 
-    def _frame_pending(self, stream: Stream) -> None:
-        """A stream's queued bytes into DATA frames as large as the peer allows, queued for the socket.
+    def _frame_pending(self, stream: Stream, end_stream: bool = False) -> None:
+        """A stream's queued bytes into DATA frames as large as the peer allows, queued for the socket; the
+        last one carries END_STREAM if `end_stream`.
 
         We write these frames ourselves instead of through h2.send_data, which costs a frame object, a state
         machine step and five copies of the payload per frame (bytes of the slice, its padding join, the
         header join, h2's buffer and `data_to_send`): each frame is its 9-byte header followed by the
         queued chunks, or slices of them, uncopied; the writer joins the batch once. h2 keeps its own
-        accounts right: its windows are decremented as its `send_data` would, and sending DATA changes no
-        stream state in the two states we send it in (checked first). The bytes fit the windows: they were
-        counted against them when queued, and no SETTINGS was applied since (see `_read_loop`).
+        accounts right: its windows are decremented as its `send_data` would, sending DATA changes no stream
+        state in the two states we send it in (checked first), and END_STREAM moves the state as h2 does.
+        The bytes fit the windows: they were counted against them when queued, and no SETTINGS was applied
+        since (see `_read_loop`).
         """
         chunks, size = stream._pending, stream._pending_size
         stream._pending, stream._pending_size = [], 0
@@ -449,20 +469,24 @@ class Connection:
                 if not room:
                     room = min(frame_size, unframed)
                     unframed -= room
-                    out.append(((room << 48) | header_base).to_bytes(9, "big"))
+                    flags = _END_STREAM_FLAG if end_stream and not unframed else 0
+                    out.append(((room << 48) | flags | header_base).to_bytes(9, "big"))
                     self._outgoing_size += 9
                 taken = min(room, length - offset)
                 out.append(chunk if taken == length else memoryview(chunk)[offset : offset + taken])
                 offset += taken
                 room -= taken
         self._outgoing_size += size
+        if end_stream:
+            h2_stream.state_machine.process_input(h2.stream.StreamInputs.SEND_END_STREAM)
         if self._writer_lot:
             self._writer_lot.unpark_all()
 
     def send_raw_frame(self, frame: bytes) -> None:
         self._outgoing.append(frame)
         self._outgoing_size += len(frame)
-        self._writer_lot.unpark_all()
+        if self._writer_lot:
+            self._writer_lot.unpark_all()
 
     async def _write_loop(self) -> None:
         socket = self.socket
@@ -669,7 +693,7 @@ class Connection:
         if event.stream_id:
             stream = self.streams.get(event.stream_id)
             if stream is not None:
-                stream._window_lot.unpark_all()
+                stream._wake_senders()
         else:
             self._wake_all_senders()
 
@@ -678,8 +702,7 @@ class Connection:
 
     def _wake_all_senders(self) -> None:
         for stream in self.streams.values():
-            if stream._window_lot:  # unpark_all is not free, and this runs per connection WINDOW_UPDATE
-                stream._window_lot.unpark_all()
+            stream._wake_senders()
 
     def _on_ping_ack(self, event: h2.events.PingAckReceived) -> None:
         self._ping_ack.set()
@@ -707,18 +730,34 @@ class Connection:
             self.h2.increment_flow_control_window(size, stream_id=stream_id)
 
     def send_headers(
-        self, stream: Stream, headers: list[tuple[bytes, bytes]], end_stream: bool = False
+        self,
+        stream: Stream,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+        end_stream: bool = False,
+        constant: ConstantHeaders = (),
     ) -> None:
+        """Send `constant` then `headers` on a stream the peer opened (responses, trailers).
+
+        Written without h2's send_headers, which per call validates, builds frame objects and serializes
+        them: h2 only moves the stream's state, `HeaderEncoder` reuses the block of `constant` (the part
+        that is the same call after call), and the frame goes out after what h2 has queued before it.
+        """
         if stream.closed is not None:
             raise fresh(stream.closed)
-        if not self._h2_stream_open(stream.id):  # h2 would take a forgotten one for a new stream
+        h2_stream = self.h2.streams.get(stream.id)
+        if h2_stream is None or h2_stream.closed:  # h2 would take a forgotten one for a new stream
             raise StreamClosed("stream closed by the peer")
         self._send_pending_of(stream)
-        self.h2.send_headers(stream.id, headers, end_stream=end_stream)
-        self.headers_and_data_sent += 1
+        # State first, as h2 does: a transition that fails leaves the HPACK state untouched.
+        self.h2.state_machine.process_input(h2.connection.ConnectionInputs.SEND_HEADERS)
+        h2_stream.state_machine.process_input(h2.stream.StreamInputs.SEND_HEADERS)
         if end_stream:
+            h2_stream.state_machine.process_input(h2.stream.StreamInputs.SEND_END_STREAM)
             stream.local_ended = True
-        self.flush_soon()
+        block = self._encoder.encode_block(constant, headers)
+        self.flush_soon()  # what h2 queued so far goes first
+        self.send_raw_frame(header_frames(stream.id, block, end_stream, self.h2.max_outbound_frame_size))
+        self.headers_and_data_sent += 1
 
     async def send_data(self, stream: Stream, data: bytes | memoryview, end_stream: bool = False) -> None:
         """Send one message: queue as much as the peer's windows allow now, the rest as WINDOW_UPDATEs come.
@@ -731,7 +770,7 @@ class Connection:
         client resets the stream and a server sends the rest before the status. Sends from several tasks on
         one stream take turns, a message at a time.
         """
-        if not self._queue_whole(stream, data):
+        if not self.try_queue_message(stream, data):
             await self._send_in_parts(stream, data)
         if end_stream:
             self.end_stream(stream)
@@ -742,10 +781,14 @@ class Connection:
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
 
-    def _queue_whole(self, stream: Stream, data: bytes | memoryview) -> bool:
-        """Queue a whole message at once if nothing stands in its way, the common case; False leaves it to
-        `_send_in_parts`: the windows are too small for it, the buffer is full, another task's message is
-        half-sent, or the stream is over (which `_send_in_parts` reports)."""
+    def try_queue_message(self, stream: Stream, data: bytes | memoryview) -> bool:
+        """Queue a whole message at once if nothing stands in its way; False queues nothing.
+
+        The common case of `send_data`, and, with no task switch and no wait, how one task fans a message
+        out to many streams (chat rooms). False when the windows (less what is queued) cannot take all of
+        `data`, the write buffer is over `write_buffer_size`, another task's message is half-sent, or the
+        stream is over (which `send_data`'s `_send_in_parts` then reports).
+        """
         h2_stream = self.h2.streams.get(stream.id)
         size = len(data)
         if (
@@ -786,7 +829,7 @@ class Connection:
                 )
                 # A half-sent message that is not ours (offset 0) belongs to another task: it goes first.
                 if window <= 0 or (stream.partial_send and not offset):
-                    await stream._window_lot.park()
+                    await stream._wait_for_window()
                     continue
                 end = min(total, offset + window)
                 self._queue_data(stream, view[offset:end] if offset or end < total else data)
@@ -797,38 +840,12 @@ class Connection:
                     continue
                 if stream.partial_send:
                     stream.partial_send = False
-                    stream._window_lot.unpark_all()  # sends from other tasks waiting for their turn
+                    stream._wake_senders()  # sends from other tasks waiting for their turn
                 return
         except BaseException:
             if 0 < offset < total:
                 self._interrupted_mid_message(stream, view[offset:])
             raise
-
-    def try_queue_message(self, stream: Stream, data: bytes) -> bool:
-        """Queue a whole message now if `send_data` would queue it without waiting; else queue nothing.
-
-        For a sender that fans one message out to many streams from one task (chat rooms): no task switch
-        and no wait per stream. False when the stream is over, another send is half-way, the write buffer is
-        over `write_buffer_size`, or the windows (less what is queued) cannot take all of `data`.
-        """
-        if stream.closed is not None or stream.local_ended or stream.partial_send:
-            return False
-        if self._outgoing_size > self.limits.write_buffer_size:
-            return False
-        # h2's own stream, read directly: this runs once per receiver of every message. One h2 closed in this
-        # very read is no harm: `_frame_pending` drops what is queued on it.
-        h2_stream = self.h2.streams.get(stream.id)
-        if h2_stream is None:
-            return False
-        size = len(data)
-        if (
-            size > h2_stream.outbound_flow_control_window - stream._pending_size
-            or size > self.h2.outbound_flow_control_window - self._pending_total
-        ):
-            return False
-        self._queue_data(stream, data)
-        self.headers_and_data_sent += 1
-        return True
 
     def _interrupted_mid_message(self, stream: Stream, rest: memoryview) -> None:
         """A send stopped with part of its message out: only the rest, or RST_STREAM, may follow it.
@@ -846,12 +863,16 @@ class Connection:
     async def wait_for_turn(self, stream: Stream) -> None:
         """Until no message is half-sent on `stream`: what must come before END_STREAM from another task."""
         while stream.partial_send and stream.closed is None:
-            await stream._window_lot.park()
+            await stream._wait_for_window()
 
     def end_stream(self, stream: Stream) -> None:
         if stream.closed is None and not stream.local_ended:
-            self._send_pending_of(stream)
-            self.h2.end_stream(stream.id)
+            if stream._pending_size:  # END_STREAM goes on the last DATA frame, not in a frame of its own
+                del self._pending_streams[stream.id]
+                self._frame_pending(stream, end_stream=True)
+            else:
+                self._send_pending_of(stream)
+                self.h2.end_stream(stream.id)
             stream.local_ended = True
             self.flush_soon()
 
@@ -979,6 +1000,35 @@ def _keep_streams_open_after_goaway(connection: h2.connection.H2Connection) -> N
     (no new streams after it), so an open connection stays open in h2's state machine.
     """
     connection.state_machine._transitions = _TRANSITIONS_KEEPING_STREAMS_OPEN
+
+
+class _SettingValues(list[Any]):
+    """One setting's values, the one in force first, then those sent or received and not yet acknowledged.
+
+    h2 keeps them in a deque, which allocates room for 64 values at once (about 600 bytes): for the one or
+    two values a setting ever has, a third of an idle connection's memory. h2 only takes `[0]`, `len`,
+    `append` and `popleft`.
+    """
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
+class _LeanSettings(h2.settings.Settings):
+    """h2's Settings, each setting's values in a `_SettingValues` instead of a deque."""
+
+    def __init__(
+        self, client: bool, initial_values: dict[h2.settings.SettingCodes, int] | None = None
+    ) -> None:
+        super().__init__(client, initial_values)
+        self._settings = {key: _SettingValues(values) for key, values in self._settings.items()}  # type: ignore[misc]
+
+    def __setitem__(self, key: h2.settings.SettingCodes | int, value: int) -> None:
+        if key not in self._settings:  # h2 would start a deque for a setting it has no value of yet
+            self._settings[key] = _SettingValues([None])  # type: ignore[assignment]
+        super().__setitem__(key, value)
 
 
 Connection._dispatch = _dispatch_table(Connection)
