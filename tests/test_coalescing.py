@@ -20,6 +20,15 @@ TIMEOUT = 10
 MESSAGES = 500
 SIZE = 100
 STREAMING_OUTPUT = "/grpc.testing.TestService/StreamingOutputCall"
+#: A StreamingOutputCall request's headers, as a raw h2 client sends them.
+STREAMING_REQUEST_HEADERS = [
+    (b":method", b"POST"),
+    (b":scheme", b"http"),
+    (b":path", STREAMING_OUTPUT.encode()),
+    (b":authority", b"localhost"),
+    (b"te", b"trailers"),
+    (b"content-type", b"application/grpc"),
+]
 SERVICE = test_pb2.DESCRIPTOR.services_by_name["TestService"]
 
 
@@ -79,15 +88,7 @@ async def server_streaming(port: int, messages: int) -> tuple[bytes, int]:
             response_parameters=[messages_pb2.ResponseParameters(size=SIZE)] * messages
         )
         stream_id = conn.get_next_available_stream_id()
-        headers = [
-            (b":method", b"POST"),
-            (b":scheme", b"http"),
-            (b":path", STREAMING_OUTPUT.encode()),
-            (b":authority", b"localhost"),
-            (b"te", b"trailers"),
-            (b"content-type", b"application/grpc"),
-        ]
-        conn.send_headers(stream_id, headers)
+        conn.send_headers(stream_id, STREAMING_REQUEST_HEADERS)
         conn.send_data(stream_id, frame(request.SerializeToString()), end_stream=True)
         await socket.send_all(conn.data_to_send())
         return await read_data(socket, conn, stream_id, messages * len(response_body()))
@@ -196,17 +197,7 @@ async def test_large_messages_are_cut_at_the_peers_frame_size_within_its_windows
                     response_parameters=[messages_pb2.ResponseParameters(size=size) for size in sizes]
                 )
                 stream_id = conn.get_next_available_stream_id()
-                conn.send_headers(
-                    stream_id,
-                    [
-                        (b":method", b"POST"),
-                        (b":scheme", b"http"),
-                        (b":path", STREAMING_OUTPUT.encode()),
-                        (b":authority", b"localhost"),
-                        (b"te", b"trailers"),
-                        (b"content-type", b"application/grpc"),
-                    ],
-                )
+                conn.send_headers(stream_id, STREAMING_REQUEST_HEADERS)
                 conn.send_data(stream_id, frame(request.SerializeToString()), end_stream=True)
                 await socket.send_all(conn.data_to_send())
                 data, frames = await read_data(socket, conn, stream_id, len(expected))
