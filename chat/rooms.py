@@ -28,7 +28,7 @@ import enum
 import itertools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Self
 
 import trio
@@ -149,31 +149,35 @@ class _Room:
     def __init__(self, room_id: str, private: bool, settings: RoomSettings) -> None:
         self.room_id = room_id
         self.private = private
-        self._settings = settings
+        self.settings = settings
         self._history: collections.deque[Message] = collections.deque(maxlen=settings.history_length)
         self._members: dict[str, Member] = {}
         self._listeners: dict[Subscription, None] = {}  # an insertion-ordered set
 
     def join(self, name: str) -> Member:
         if name in self._members:
-            raise RpcError(StatusCode.ALREADY_EXISTS, f"{name!r} is already in room {self.room_id}")
-        if len(self._members) >= self._settings.max_members:
-            raise RpcError(
-                StatusCode.RESOURCE_EXHAUSTED,
-                f"room {self.room_id} is full ({self._settings.max_members} members)",
-            )
+            raise name_taken(self.room_id, name)
+        if len(self._members) >= self.settings.max_members:
+            raise room_full(self.room_id, self.settings.max_members)
         self._publish(Message(name, JOINED))
-        member = Member(self, self._settings.buffer_size, name)
-        self._replay_to(member)
-        self._members[name] = member
+        member = Member(self, self.settings.buffer_size, name)
+        self.attach(member, self._history)
         logger.info("%r joined room %s", name, self.room_id)
         return member
 
     def listen(self) -> Subscription:
-        listener = Subscription(self, self._settings.buffer_size)
-        self._replay_to(listener)
-        self._listeners[listener] = None
+        listener = Subscription(self, self.settings.buffer_size)
+        self.attach(listener, self._history)
         return listener
+
+    def attach(self, subscription: Subscription, replay: Iterable[Message]) -> None:
+        """Give a new member or listener its replay and start its live messages, in one step."""
+        for message in replay:  # fits: history_length <= buffer_size
+            subscription._offer(message)
+        if isinstance(subscription, Member):
+            self._members[subscription.name] = subscription
+        else:
+            self._listeners[subscription] = None
 
     def say(self, member: Member, text: str) -> None:
         if self._members.get(member.name) is member:
@@ -196,10 +200,6 @@ class _Room:
         self._members.clear()
         self._listeners.clear()
 
-    def _replay_to(self, subscription: Subscription) -> None:
-        for message in self._history:  # fits: history_length <= buffer_size
-            subscription._offer(message)
-
     def _subscribers(self) -> Iterator[Subscription]:
         return itertools.chain(self._members.values(), self._listeners)
 
@@ -220,14 +220,20 @@ class _Room:
         while pending:
             message = pending.popleft()
             self._history.append(message)
-            too_slow = [s for s in self._subscribers() if s is not sender and not s._offer(message)]
+            pending.extend(Message(member.name, LEFT) for member in self.fan_out(message, sender=sender))
             sender = None
-            for subscription in too_slow:
-                self._detach(subscription)
-                subscription._finish(_End.TOO_SLOW)
-                if isinstance(subscription, Member):
-                    logger.info("%r left room %s: too slow, cut off", subscription.name, self.room_id)
-                    pending.append(Message(subscription.name, LEFT))
+
+    def fan_out(self, message: Message, *, sender: Member | None = None) -> list[Member]:
+        """Offer `message` to every subscriber but `sender`; cut off those whose buffer is full.
+
+        Returns the members cut off, whose leave notices are the caller's to publish."""
+        too_slow = [s for s in self._subscribers() if s is not sender and not s._offer(message)]
+        for subscription in too_slow:
+            self._detach(subscription)
+            subscription._finish(_End.TOO_SLOW)
+            if isinstance(subscription, Member):
+                logger.info("%r left room %s: too slow, cut off", subscription.name, self.room_id)
+        return [s for s in too_slow if isinstance(s, Member)]
 
 
 class RoomRegistry:
@@ -240,10 +246,7 @@ class RoomRegistry:
     def create(self, *, private: bool = False) -> str:
         """Create a room and return its id (20 lowercase hex characters)."""
         if len(self._rooms) >= self.settings.max_rooms:
-            raise RpcError(
-                StatusCode.RESOURCE_EXHAUSTED,
-                f"too many chat rooms ({self.settings.max_rooms}); delete one first",
-            )
+            raise too_many_rooms(self.settings.max_rooms)
         room_id = secrets.token_hex(10)
         while room_id in self._rooms:
             room_id = secrets.token_hex(10)
@@ -271,8 +274,7 @@ class RoomRegistry:
     def post(self, room_id: str, message: Message) -> None:
         """Publish `message` as is to every member and listener of the room."""
         room = self._room(room_id)
-        if not message.name:
-            raise RpcError(StatusCode.INVALID_ARGUMENT, "a posted message needs a non-empty name")
+        check_poster(message)
         room.post(message)
 
     @contextlib.asynccontextmanager
@@ -282,11 +284,10 @@ class RoomRegistry:
         The block ends with RESOURCE_EXHAUSTED if the member falls `buffer_size` messages behind
         (its body is cancelled); leaving the block any other way announces the member's leave.
         """
-        if not name:
-            raise RpcError(StatusCode.INVALID_ARGUMENT, "joining a chat room needs a non-empty name")
+        check_joiner(name)
         room = self._room(room_id)
         member = room.join(name)
-        async with self._attached(room, member):
+        async with attached(room, member):
             yield member
 
     @contextlib.asynccontextmanager
@@ -294,24 +295,56 @@ class RoomRegistry:
         """Receive the room's replay and live messages for the duration of the block (not a member)."""
         room = self._room(room_id)
         listener = room.listen()
-        async with self._attached(room, listener):
+        async with attached(room, listener):
             yield listener
-
-    @contextlib.asynccontextmanager
-    async def _attached(self, room: _Room, subscription: Subscription) -> AsyncIterator[None]:
-        try:
-            with subscription._scope:
-                yield
-        finally:
-            room.leave(subscription)
-        if subscription._end is _End.TOO_SLOW:
-            raise RpcError(
-                StatusCode.RESOURCE_EXHAUSTED,
-                f"too slow: fell {self.settings.buffer_size} messages behind",
-            )
 
     def _room(self, room_id: str) -> _Room:
         try:
             return self._rooms[room_id]
         except KeyError:
-            raise RpcError(StatusCode.NOT_FOUND, f"room {room_id or '(empty id)'} does not exist") from None
+            raise no_such_room(room_id) from None
+
+
+@contextlib.asynccontextmanager
+async def attached(room: _Room, subscription: Subscription) -> AsyncIterator[None]:
+    """Run the block as the subscription's lifetime: a cut-off cancels it and ends it with
+    RESOURCE_EXHAUSTED; however it ends, the subscription leaves the room."""
+    try:
+        with subscription._scope:
+            yield
+    finally:
+        room.leave(subscription)
+    if subscription._end is _End.TOO_SLOW:
+        raise RpcError(
+            StatusCode.RESOURCE_EXHAUSTED,
+            f"too slow: fell {room.settings.buffer_size} messages behind",
+        )
+
+
+# -- the errors of room operations, whichever backend keeps the rooms ------------------------------
+
+
+def check_joiner(name: str) -> None:
+    if not name:
+        raise RpcError(StatusCode.INVALID_ARGUMENT, "joining a chat room needs a non-empty name")
+
+
+def check_poster(message: Message) -> None:
+    if not message.name:
+        raise RpcError(StatusCode.INVALID_ARGUMENT, "a posted message needs a non-empty name")
+
+
+def no_such_room(room_id: str) -> RpcError:
+    return RpcError(StatusCode.NOT_FOUND, f"room {room_id or '(empty id)'} does not exist")
+
+
+def name_taken(room_id: str, name: str) -> RpcError:
+    return RpcError(StatusCode.ALREADY_EXISTS, f"{name!r} is already in room {room_id}")
+
+
+def room_full(room_id: str, max_members: int) -> RpcError:
+    return RpcError(StatusCode.RESOURCE_EXHAUSTED, f"room {room_id} is full ({max_members} members)")
+
+
+def too_many_rooms(max_rooms: int) -> RpcError:
+    return RpcError(StatusCode.RESOURCE_EXHAUSTED, f"too many chat rooms ({max_rooms}); delete one first")
