@@ -465,10 +465,12 @@ class RedisBackend:
     # -- leases: no ghosts ----------------------------------------------------------------------------
 
     async def _register(self) -> None:
-        with self._call():
+        try:
             for source in (JOIN, LISTEN, APPEND, RELEASE, REAP, DELETE):
                 await self._commands.script_load(source)
             await self._renew()
+        except REDIS_DOWN as exc:  # at start-up: the program's error, not an outage to log
+            raise RpcError(StatusCode.UNAVAILABLE, f"cannot reach {self.url}: {exc}") from None
         logger.info("chat backend %s: this is process %s", self.url, self.process_id)
 
     async def _renew(self) -> None:

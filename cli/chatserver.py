@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(error, KeyboardInterrupt):  # Ctrl-C before the signal handling was in place
             sys.exit(130)
         if isinstance(error, RpcError) and error.code is StatusCode.UNAVAILABLE:
-            sys.exit(f"error: cannot reach the backend {args.backend}: is Redis running there? (UNAVAILABLE)")
+            sys.exit(f"error: {error.message}: is Redis running there? (UNAVAILABLE)")
         if isinstance(error, ModuleNotFoundError) and error.name == "coredis":
             sys.exit("error: a Redis --backend needs coredis: pip install 'trio-grpc[redis]'")
         if not isinstance(error, OSError):
