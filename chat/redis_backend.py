@@ -174,7 +174,7 @@ class _Entry:
     kind: str  # p, s or c, as in the stream
 
     @classmethod
-    def decode(cls, entry_id: str, fields: Mapping[str, str]) -> _Entry:
+    def decode(cls, entry_id: str, fields: Mapping[Any, Any]) -> _Entry:
         return cls(_StreamId.parse(entry_id), Message(fields["n"], fields["t"]), fields["k"])
 
     def reaches(self, member_name: str | None) -> bool:
@@ -338,9 +338,13 @@ class RedisBackend:
         return [room_id for room_id, kind in rooms.items() if kind == "public"]
 
     async def delete(self, room_id: str) -> None:
-        args = [self.redis_settings.stream_length, CLOSING_MESSAGE.text, self.redis_settings.closed_log_ttl]
+        args: list[str | int] = [
+            self.redis_settings.stream_length,
+            CLOSING_MESSAGE.text,
+            self.redis_settings.closed_log_ttl,
+        ]
         with self._call():
-            deleted = await self._scripts["delete"](keys=_room_keys(room_id), args=args)
+            deleted = await self._script("delete", room_id, args)
             await self._commands.hdel(REGISTRY, [room_id])
         if not deleted:
             raise no_such_room(room_id)
@@ -370,7 +374,7 @@ class RedisBackend:
     async def join(self, room_id: str, name: str) -> AsyncIterator[Member]:
         check_joiner(name)
         holder = f"{self.process_id}:{secrets.token_hex(4)}"
-        args = [
+        args: list[str | int] = [
             self.redis_settings.stream_length,
             name,
             holder,
@@ -381,7 +385,7 @@ class RedisBackend:
         async with self._mirror(room_id) as room:
             with self._call():
                 await self._commands.sadd(f"chat:process:{self.process_id}:rooms", [room_id])  # reap it
-                status, *result = await self._scripts["join"](keys=_room_keys(room_id), args=args)
+                status, *result = await self._script("join", room_id, args)
             if status == "missing":
                 raise no_such_room(room_id)
             if status == "taken":
@@ -396,10 +400,10 @@ class RedisBackend:
 
     @contextlib.asynccontextmanager
     async def listen(self, room_id: str) -> AsyncIterator[Subscription]:
-        args = [self.redis_settings.stream_length, self.settings.history_length]
+        args: list[str | int] = [self.redis_settings.stream_length, self.settings.history_length]
         async with self._mirror(room_id) as room:
             with self._call():
-                status, *result = await self._scripts["listen"](keys=_room_keys(room_id), args=args)
+                status, *result = await self._script("listen", room_id, args)
             if status == "missing":
                 raise no_such_room(room_id)
             listener = Subscription(room, self.settings.buffer_size)
@@ -426,7 +430,7 @@ class RedisBackend:
             if room is None:
                 with self._call():
                     newest = await self._commands.xrevrange(_room_keys(room_id)[2], count=1)
-                start = _StreamId.parse(newest[0].identifier) if newest else _START
+                start = _StreamId.parse(str(newest[0].identifier)) if newest else _START
                 room = self._mirrors[room_id] = _SharedRoom(self, room_id, start)
                 self._nursery.start_soon(self._run_reader, room)
             room.users += 1
@@ -450,7 +454,7 @@ class RedisBackend:
             {log: str(room.position)}, count=self.settings.buffer_size, block=block_ms
         )
         if response is not None:
-            entries = [_Entry.decode(entry.identifier, entry.field_values) for entry in response[log]]
+            entries = [_Entry.decode(str(e.identifier), e.field_values) for e in response[log]]
         elif not await self._commands.exists([meta]):
             # Deleted while this process could not read, and the closed stream has expired since.
             entries = [_Entry(room.position, CLOSING_MESSAGE, "c")]
@@ -496,8 +500,8 @@ class RedisBackend:
     async def _reap(self, process: str) -> None:
         rooms_key = f"chat:process:{process}:rooms"
         for room_id in await self._commands.smembers(rooms_key):
-            args = [self.redis_settings.stream_length, LEFT, f"{process}:"]
-            await self._scripts["reap"](keys=_room_keys(room_id), args=args)
+            args: list[str | int] = [self.redis_settings.stream_length, LEFT, f"{process}:"]
+            await self._script("reap", room_id, args)
         await self._commands.delete([rooms_key])
         await self._commands.srem(PROCESSES, [process])
         if process != self.process_id:
@@ -526,9 +530,7 @@ class RedisBackend:
     async def _release(self, room_id: str, held: dict[str, str]) -> None:
         """Free the names if their holders still hold them, with leave notices (idempotent)."""
         pairs = [value for name, holder in held.items() for value in (name, holder)]
-        freed = await self._scripts["release"](
-            keys=_room_keys(room_id), args=[self.redis_settings.stream_length, LEFT, *pairs]
-        )
+        freed = await self._script("release", room_id, [self.redis_settings.stream_length, LEFT, *pairs])
         pending = self._unreleased.get(room_id, {})
         for name, holder in held.items():
             if pending.get(name) == holder:
@@ -541,10 +543,14 @@ class RedisBackend:
     # -- Redis away ----------------------------------------------------------------------------------
 
     async def _append(self, room_id: str, message: Message, kind: str, *, holder: str) -> str:
-        args = [self.redis_settings.stream_length, message.name, message.text, kind, holder]
+        args: list[str | int] = [self.redis_settings.stream_length, message.name, message.text, kind, holder]
         with self._call():
-            result: str = await self._scripts["append"](keys=_room_keys(room_id), args=args)
+            result: str = await self._script("append", room_id, args)
         return result
+
+    async def _script(self, name: str, room_id: str, args: list[str | int]) -> Any:
+        """Run one of the Lua scripts on the room's keys; what it returns is the script's to say."""
+        return await self._scripts[name](keys=_room_keys(room_id), args=args)
 
     @contextlib.contextmanager
     def _call(self) -> Iterator[None]:
