@@ -7,6 +7,8 @@ and of Redis, from /proc, is printed beside the rate: on a machine with fewer co
 rate cannot grow, the CPU per delivery shows what each process costs.
 
     python -m bench.chat_scaleout [--members 100] [--messages 500] [--workers 1 2 4]
+
+The first row is the memory backend (one process, no Redis) on the same load, for comparison.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def server_pids(pid: int) -> list[int]:
     return [int(child) for child in children] or [pid]
 
 
-def run(generator: Path, workers: int, members: int, messages: int) -> dict[str, Any]:
+def run(generator: Path, workers: int, members: int, messages: int, *, shared: bool = True) -> dict[str, Any]:
+    """One measurement; `shared=False`: the memory backend (one process), for the baseline row."""
     redis_port = free_port()
     redis = subprocess.Popen(
         [
@@ -71,7 +74,8 @@ def run(generator: Path, workers: int, members: int, messages: int) -> dict[str,
         "0",
         "--no-access-log",
     ]
-    command += ["--backend", f"redis://127.0.0.1:{redis_port}/0", "--workers", str(workers)]
+    if shared:
+        command += ["--backend", f"redis://127.0.0.1:{redis_port}/0", "--workers", str(workers)]
     server = subprocess.Popen(command, stderr=subprocess.PIPE)
     try:
         port = int(wait_for_line(server.stderr, rb"listening on 127\.0\.0\.1:(\d+)", "chatserver").group(1))
@@ -105,14 +109,16 @@ def main() -> None:
     generator = load_generator()
     print(f"one room, {args.members} members, 1 sender x {args.messages} messages, {os.cpu_count()} cores")
     print(
-        f"{'processes':>9} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'backend':>7} {'processes':>9} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'µs CPU/delivery':>16} {'Redis CPU s':>12}"
     )
-    for workers in args.workers:
-        r = run(generator, workers, args.members, args.messages)
+    rows = [("memory", 1, False)] + [("redis", workers, True) for workers in args.workers]
+    for backend, workers, shared in rows:
+        r = run(generator, workers, args.members, args.messages, shared=shared)
         complete = "" if r["complete"] else f"  incomplete: {r['deliveries']}/{r['expected_deliveries']}"
         print(
-            f"{r['processes']:>9} {r['deliveries_per_s']:>13,.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+            f"{backend:>7} {r['processes']:>9} {r['deliveries_per_s']:>13,.0f} "
+            f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
             f"{r['servers_cpu_us_per_delivery']:>16.2f} {r['redis_cpu_s']:>12.2f}{complete}"
         )
 
