@@ -17,6 +17,9 @@ Theory of operation:
   ends. A full buffer therefore cannot lose the closing message, and closing never waits for a reader;
   a client that reads nothing at all keeps its call open until it reads, goes away, or shutdown's grace
   period ends.
+- `RoomRegistry` is the in-memory backend (`chat.backend`). `chat.redis_backend` reuses `_Room` as its
+  local mirror of a shared room through two seams: `fan_out` (offer one message, cut off the full) and
+  `attach` (replay, then live), so the local fan-out rules live here only.
 """
 
 from __future__ import annotations
