@@ -32,6 +32,11 @@ Theory of operation:
   drains what is buffered, then receives the closing message and ends. A full buffer therefore cannot lose
   the closing message, and closing never waits for a reader; a client that reads nothing at all keeps its
   call open until it reads, goes away, or shutdown's grace period ends.
+- `RoomRegistry` is the in-memory backend (`chat.backend`). `chat.redis_backend` reuses `_Room` as its local
+  mirror of a shared room, so that the local fan-out rules live here only. Its seams: `_attach` (replay,
+  then live, in one step), `_fan_out` after `_hold_back(refuse=False)` (a message already in the room's log
+  cannot be refused, only waited for), and two hooks it overrides: `_remember` (the history is kept in
+  Redis) and `_announce_left` (a leave notice is published through Redis, for every process).
 """
 
 from __future__ import annotations
@@ -42,8 +47,9 @@ import dataclasses
 import enum
 import itertools
 import logging
+import math
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Protocol, Self
 
 import trio
@@ -330,15 +336,13 @@ class _Room:
         self._check_joinable(name)  # again: the room may have changed meanwhile
         self._fan_out(_Entry(Message(name, JOINED)))
         member = Member(self, name)
-        self._replay_to(member)
-        self._members[name] = member
+        self._attach(member, self._history)
         logger.info("%r joined room %s", name, self.room_id)
         return member
 
     def listen(self) -> Subscription:
         listener = Subscription(self)
-        self._replay_to(listener)
-        self._listeners[listener] = None
+        self._attach(listener, self._history)
         return listener
 
     def leave(self, subscription: Subscription) -> None:
@@ -347,7 +351,7 @@ class _Room:
             subscription._finish(_End.LEFT)
             if isinstance(subscription, Member):
                 logger.info("%r left room %s", subscription.name, self.room_id)
-                self._fan_out(_Entry(Message(subscription.name, LEFT)))  # cannot wait: see the module doc
+                self._announce_left(subscription)
 
     def close(self) -> None:
         self._closed = True
@@ -363,20 +367,20 @@ class _Room:
 
     def _check_joinable(self, name: str) -> None:
         if self._closed:
-            raise RpcError(StatusCode.NOT_FOUND, f"room {self.room_id} does not exist")
+            raise no_such_room(self.room_id)
         if name in self._members:
-            raise RpcError(StatusCode.ALREADY_EXISTS, f"{name!r} is already in room {self.room_id}")
+            raise name_taken(self.room_id, name)
         if len(self._members) >= self._settings.max_members:
-            raise RpcError(
-                StatusCode.RESOURCE_EXHAUSTED,
-                f"room {self.room_id} is full ({self._settings.max_members} members)",
-            )
+            raise room_full(self.room_id, self._settings.max_members)
 
     def _fan_out(self, entry: _Entry, sender: Member | None = None) -> None:
         self._remember(entry)
         for subscription in self._subscribers():
             if subscription is not sender:
                 subscription._offer(entry)
+
+    def _announce_left(self, member: Member) -> None:
+        self._fan_out(_Entry(Message(member.name, LEFT)))  # cannot wait: see the module doc
 
     def _remember(self, entry: _Entry) -> None:
         settings = self._settings
@@ -393,13 +397,19 @@ class _Room:
             self._history_bytes -= oldest.size
             self._held.release(oldest)
 
-    def _replay_to(self, subscription: Subscription) -> None:
-        for entry in self._history:  # fits: history_length <= buffer_size
+    def _attach(self, subscription: Subscription, replay: Iterable[_Entry]) -> None:
+        """Give a new member or listener its replay and start its live messages, in one step."""
+        for entry in replay:  # fits: history_length <= buffer_size
             subscription._hold(entry)
+        if isinstance(subscription, Member):
+            self._members[subscription.name] = subscription
+        else:
+            self._listeners[subscription] = None
 
-    async def _hold_back(self) -> None:
+    async def _hold_back(self, *, refuse: bool = True) -> None:
         """Wait while a buffer of the room is full, cutting off those full for `hold_back`; and while the
-        server holds more than `max_held_bytes`, refusing the message if that lasts `hold_back`."""
+        server holds more than `max_held_bytes`, refusing the message if that lasts `hold_back` (or, with
+        `refuse` False, waiting as long as it lasts)."""
         await trio.lowlevel.checkpoint_if_cancelled()
         over_since: float | None = None
         while self._full or self._held.used > self._held.limit:
@@ -414,10 +424,12 @@ class _Room:
                     over_since = now
                 lot, deadline = self._held.lot, over_since + self._settings.hold_back
                 if now >= deadline:
-                    raise RpcError(
-                        StatusCode.RESOURCE_EXHAUSTED,
-                        "the chat server holds too many undelivered messages; try again later",
-                    )
+                    if refuse:
+                        raise RpcError(
+                            StatusCode.RESOURCE_EXHAUSTED,
+                            "the chat server holds too many undelivered messages; try again later",
+                        )
+                    deadline = math.inf
             with trio.move_on_at(deadline):
                 await lot.park()
 
@@ -431,7 +443,7 @@ class _Room:
                 subscription._finish(_End.TOO_SLOW)
                 if isinstance(subscription, Member):
                     logger.info("%r left room %s: too slow, cut off", subscription.name, self.room_id)
-                    self._fan_out(_Entry(Message(subscription.name, LEFT)))
+                    self._announce_left(subscription)
 
     def _stop_holding_back(self, subscription: Subscription) -> None:
         subscription._cut_off_at = None
@@ -465,10 +477,7 @@ class RoomRegistry:
     def create(self, *, private: bool = False) -> str:
         """Create a room and return its id (20 lowercase hex characters)."""
         if len(self._rooms) >= self.settings.max_rooms:
-            raise RpcError(
-                StatusCode.RESOURCE_EXHAUSTED,
-                f"too many chat rooms ({self.settings.max_rooms}); delete one first",
-            )
+            raise too_many_rooms(self.settings.max_rooms)
         room_id = secrets.token_hex(10)
         while room_id in self._rooms:
             room_id = secrets.token_hex(10)
@@ -496,8 +505,7 @@ class RoomRegistry:
     async def post(self, room_id: str, message: Message) -> None:
         """Publish `message` as is to every member and listener of the room (waits while it holds back)."""
         room = self._room(room_id)
-        if not message.name:
-            raise RpcError(StatusCode.INVALID_ARGUMENT, "a posted message needs a non-empty name")
+        check_poster(message)
         await room.publish(message)
 
     @contextlib.asynccontextmanager
@@ -508,11 +516,10 @@ class RoomRegistry:
         ends with RESOURCE_EXHAUSTED if the member is cut off as too slow (its body is cancelled); leaving the
         block any other way announces the member's leave.
         """
-        if not name:
-            raise RpcError(StatusCode.INVALID_ARGUMENT, "joining a chat room needs a non-empty name")
+        check_joiner(name)
         room = self._room(room_id)
         member = await room.join(name)
-        async with self._attached(room, member):
+        async with attached(room, member):
             yield member
 
     @contextlib.asynccontextmanager
@@ -520,22 +527,54 @@ class RoomRegistry:
         """Receive the room's replay and live messages for the duration of the block (not a member)."""
         room = self._room(room_id)
         listener = room.listen()
-        async with self._attached(room, listener):
+        async with attached(room, listener):
             yield listener
-
-    @contextlib.asynccontextmanager
-    async def _attached(self, room: _Room, subscription: Subscription) -> AsyncIterator[None]:
-        try:
-            with subscription._scope:
-                yield
-        finally:
-            room.leave(subscription)
-            subscription._drop_buffer()  # what the client never read no longer counts
-        if subscription._end is _End.TOO_SLOW:
-            raise RpcError(StatusCode.RESOURCE_EXHAUSTED, subscription._too_slow)
 
     def _room(self, room_id: str) -> _Room:
         try:
             return self._rooms[room_id]
         except KeyError:
-            raise RpcError(StatusCode.NOT_FOUND, f"room {room_id or '(empty id)'} does not exist") from None
+            raise no_such_room(room_id) from None
+
+
+@contextlib.asynccontextmanager
+async def attached(room: _Room, subscription: Subscription) -> AsyncIterator[None]:
+    """Run the block as the subscription's lifetime: a cut-off cancels it and ends it with
+    RESOURCE_EXHAUSTED; however it ends, the subscription leaves the room."""
+    try:
+        with subscription._scope:
+            yield
+    finally:
+        room.leave(subscription)
+        subscription._drop_buffer()  # what the client never read no longer counts
+    if subscription._end is _End.TOO_SLOW:
+        raise RpcError(StatusCode.RESOURCE_EXHAUSTED, subscription._too_slow)
+
+
+# -- the errors of room operations, whichever backend keeps the rooms ------------------------------
+
+
+def check_joiner(name: str) -> None:
+    if not name:
+        raise RpcError(StatusCode.INVALID_ARGUMENT, "joining a chat room needs a non-empty name")
+
+
+def check_poster(message: Message) -> None:
+    if not message.name:
+        raise RpcError(StatusCode.INVALID_ARGUMENT, "a posted message needs a non-empty name")
+
+
+def no_such_room(room_id: str) -> RpcError:
+    return RpcError(StatusCode.NOT_FOUND, f"room {room_id or '(empty id)'} does not exist")
+
+
+def name_taken(room_id: str, name: str) -> RpcError:
+    return RpcError(StatusCode.ALREADY_EXISTS, f"{name!r} is already in room {room_id}")
+
+
+def room_full(room_id: str, max_members: int) -> RpcError:
+    return RpcError(StatusCode.RESOURCE_EXHAUSTED, f"room {room_id} is full ({max_members} members)")
+
+
+def too_many_rooms(max_rooms: int) -> RpcError:
+    return RpcError(StatusCode.RESOURCE_EXHAUSTED, f"too many chat rooms ({max_rooms}); delete one first")

@@ -3,8 +3,9 @@
 Owns the translation between wire messages and room calls, and the concurrency of one Chat call: reading
 the client and delivering room messages run side by side in one nursery. When the room closes, delivery
 ends and stops the reading; when the client half-closes, the member leaves and delivery sends what was
-already buffered for it, then ends. Room semantics and room errors live in `chat.rooms`; this module adds
-only the checks on the shape of requests."""
+already buffered for it, then ends. Room semantics and room errors live in `chat.rooms`, behind the
+backend of `chat.backend` (in memory, or shared through Redis): this module does not know which one it
+talks to, and adds only the checks on the shape of requests."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typing import TypeVar
 import trio
 
 from chat._proto.rpc import chat_pb2, chat_trio_grpc
-from chat.rooms import Message, RoomRegistry
+from chat.backend import MemoryBackend, RoomBackend
+from chat.rooms import Message
 from trio_grpc import RpcError, ServicerContext, StatusCode
 
 __all__ = ["ChatService"]
@@ -23,26 +25,26 @@ _Request = TypeVar("_Request", chat_pb2.ChatMessage, chat_pb2.PostRequest)
 
 
 class ChatService(chat_trio_grpc.ChatServiceBase):
-    """Handlers for every rpc.ChatService method, over one `RoomRegistry` (`rooms`)."""
+    """Handlers for every rpc.ChatService method, over one room backend (`rooms`)."""
 
-    def __init__(self, rooms: RoomRegistry | None = None) -> None:
-        self.rooms = rooms or RoomRegistry()
+    def __init__(self, rooms: RoomBackend | None = None) -> None:
+        self.rooms: RoomBackend = rooms or MemoryBackend()
 
     async def CreateChatRoom(
         self, request: chat_pb2.CreateChatRoomRequest, context: ServicerContext
     ) -> chat_pb2.ChatRoom:
-        return chat_pb2.ChatRoom(room_id=self.rooms.create(private=request.private))
+        return chat_pb2.ChatRoom(room_id=await self.rooms.create(private=request.private))
 
     async def ListChatRooms(
         self, request: chat_pb2.ListChatRoomsRequest, context: ServicerContext
     ) -> chat_pb2.ListChatRoomsResponse:
-        rooms = [chat_pb2.ChatRoom(room_id=room_id) for room_id in self.rooms.public_room_ids()]
+        rooms = [chat_pb2.ChatRoom(room_id=room_id) for room_id in await self.rooms.public_room_ids()]
         return chat_pb2.ListChatRoomsResponse(chat_rooms=rooms)
 
     async def DeleteChatRoom(
         self, request: chat_pb2.DeleteChatRoomRequest, context: ServicerContext
     ) -> chat_pb2.ChatRoom:
-        self.rooms.delete(request.room_id)
+        await self.rooms.delete(request.room_id)
         return chat_pb2.ChatRoom(room_id=request.room_id)
 
     async def Listen(self, request: chat_pb2.ListenRequest, context: ServicerContext) -> None:
@@ -84,13 +86,13 @@ class ChatService(chat_trio_grpc.ChatServiceBase):
                         f"already joined room {join.room_id} as {join.name!r}; send messages only",
                     )
                 if request.HasField("message"):
-                    await member.say(request.message.message)  # waits while the room holds back
+                    await self.rooms.say(member, request.message.message)  # waits while the room holds back
 
             nursery.start_soon(deliver_then_stop)
             await _in_bursts(incoming, context, say)
             # The client half-closed: announce the leave now; the delivery task still sends what was
             # buffered (the replay, at least, for a client that joins and half-closes at once), then ends.
-            member.leave()
+            await self.rooms.leave(member)
         # Any other way out of the block (cancellation, error) announces the leave as it exits.
 
 

@@ -4,27 +4,35 @@ Owns the command line, logging, and the shutdown sequence. On the first SIGINT o
 NOT_SERVING, every room closes (members and listeners get the closing message and their calls end), the
 server sends GOAWAY and calls in flight get --grace seconds before they are cancelled; exit code 0.
 A second signal cuts the grace period short.
+
+--backend redis://HOST:PORT/DB shares the rooms with every other chatserver using that Redis
+(chat.redis_backend); --workers N then runs N such processes on one port (SO_REUSEPORT): this process
+hands each worker its own listening socket, forwards SIGINT/SIGTERM to them, and exits when they have.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import os
 import re
 import resource
 import signal
+import socket
 import ssl
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 
 import trio
 
+from chat.backend import MemoryBackend, RedisSettings, RoomBackend, redacted
 from chat.catalog import CatalogService
 from chat.rooms import RoomRegistry, RoomSettings
 from chat.service import ChatService
-from trio_grpc import Server, ServerSettings
+from trio_grpc import RpcError, Server, ServerSettings, StatusCode
 from trio_grpc.health import add_health, parse_status
 from trio_grpc.interceptors import AccessLog
 from trio_grpc.reflection import add_reflection
@@ -42,6 +50,9 @@ initial health of every service: SERVING (default), NOT_SERVING or SERVICE_UNKNO
 SIGINT (Ctrl-C) or SIGTERM shuts down gracefully: health turns NOT_SERVING, every room closes with the
 message "chat room is closing", and calls in flight get --grace seconds to finish. A second signal stops
 at once.
+
+With --backend redis://... the rooms live in Redis and every chatserver using the same Redis serves the
+same rooms; --workers N runs N processes on one port (SO_REUSEPORT), one per core.
 """
 
 EPILOG = """\
@@ -49,6 +60,7 @@ examples:
   chatserver                                  plaintext on 0.0.0.0:8080
   chatserver --host 127.0.0.1 --port 0        a free port, printed as "listening on 127.0.0.1:PORT"
   chatserver --tls-cert cert.pem --tls-key key.pem --port 8443
+  chatserver --workers 2 --backend redis://127.0.0.1:6379/0   two processes sharing rooms in Redis
 """
 
 
@@ -68,6 +80,31 @@ def build_parser() -> argparse.ArgumentParser:
     tls = parser.add_argument_group("TLS (both or neither)")
     tls.add_argument("--tls-cert", metavar="FILE", help="certificate chain, PEM")
     tls.add_argument("--tls-key", metavar="FILE", help="private key of the certificate, PEM")
+    scale = parser.add_argument_group("scale-out")
+    scale.add_argument(
+        "--backend",
+        type=_backend,
+        default="memory",
+        metavar="URL",
+        help="where rooms live: memory (this process) or redis://[:PASSWORD@]HOST:PORT/DB (also "
+        "rediss:// for TLS), shared by every chatserver using it (default: %(default)s)",
+    )
+    scale.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="processes serving the port (SO_REUSEPORT); more than 1 needs a Redis --backend (default: 1)",
+    )
+    scale.add_argument(
+        "--member-lease",
+        type=float,
+        default=RedisSettings().lease,
+        metavar="SECONDS",
+        help="with Redis: how long the members of a process that died keep their names "
+        "(default: %(default)s)",
+    )
+    parser.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # a worker's inherited socket
     limits = parser.add_argument_group("limits")
     limits.add_argument(
         "--max-rooms",
@@ -167,6 +204,12 @@ def _port(text: str) -> int:
     return value
 
 
+def _backend(text: str) -> str:
+    if text == "memory" or text.startswith(("redis://", "rediss://", "unix://")):
+        return text
+    raise argparse.ArgumentTypeError(f"memory or redis://HOST:PORT/DB, not {text!r}")
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -188,8 +231,13 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--tls-cert and --tls-key go together")
     if args.history > args.buffer:
         parser.error("--history cannot exceed --buffer: the replay is buffered")
+    if args.workers > 1 and args.backend == "memory":
+        sys.exit("error: --workers needs a shared backend: add --backend redis://HOST:PORT/DB")
+    worker = " [%(process)d]" if args.workers > 1 or args.listen_fd is not None else ""
     logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=args.log_level,
+        format=f"%(asctime)s %(levelname)s %(name)s{worker}: %(message)s",
+        stream=sys.stderr,
     )
     _configure_wire_logging(args.log_wire)
     tls = None
@@ -200,12 +248,18 @@ def main(argv: list[str] | None = None) -> None:
         except (OSError, ssl.SSLError) as exc:
             sys.exit(f"error: cannot load --tls-cert/--tls-key: {exc}")
     _raise_open_file_limit()
+    if args.workers > 1:
+        sys.exit(run_workers(args, sys.argv[1:] if argv is None else argv))
     try:
         trio.run(serve, args, tls)
     except BaseException as exc:
         error = sole_exception(exc)
         if isinstance(error, KeyboardInterrupt):  # Ctrl-C before the signal handling was in place
             sys.exit(130)
+        if isinstance(error, RpcError) and error.code is StatusCode.UNAVAILABLE:
+            sys.exit(f"error: {error.message}: is Redis running there? (UNAVAILABLE)")
+        if isinstance(error, ModuleNotFoundError) and error.name == "coredis":
+            sys.exit("error: a Redis --backend needs coredis: pip install 'trio-grpc[redis]'")
         if not isinstance(error, OSError):
             raise
         # the port is taken, the address is not ours...
@@ -267,18 +321,85 @@ def _shown_value(name: object, value: object) -> object:
     return "<hidden>"
 
 
-async def serve(args: argparse.Namespace, tls: ssl.SSLContext | None) -> None:
-    rooms = RoomRegistry(
-        RoomSettings(
-            buffer_size=args.buffer,
-            buffer_bytes=args.buffer_bytes,
-            hold_back=args.hold_back,
-            max_held_bytes=args.max_held_bytes,
-            history_length=args.history,
-            max_members=args.max_members,
-            max_rooms=args.max_rooms,
+def run_workers(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run --workers chatservers on one port, each with its own SO_REUSEPORT socket, until a signal."""
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sockets: list[socket.socket] = []
+    port = args.port
+    try:
+        for _ in range(args.workers):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((args.host, port))
+            port = sock.getsockname()[1]  # port 0: the first bind chose it, the others share it
+            sock.listen(socket.SOMAXCONN)
+    except OSError as exc:
+        sys.exit(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    # Own sessions: a terminal's Ctrl-C reaches this process only, which forwards it once.
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cli.chatserver", *argv, "--workers", "1", "--listen-fd", str(s.fileno())],
+            pass_fds=[s.fileno()],
+            start_new_session=True,
         )
+        for s in sockets
+    ]
+    for sock in sockets:
+        sock.close()
+    log.info("listening on %s:%d (%d workers, backend %s)", args.host, port, args.workers, _shown(args))
+
+    def forward(signum: int, frame: object) -> None:
+        log.info("%s: stopping %d workers", signal.Signals(signum).name, len(workers))
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    codes = [worker.wait() for worker in workers]
+    log.info("stopped")
+    return max(abs(code) for code in codes)
+
+
+def _shown(args: argparse.Namespace) -> str:
+    return redacted(args.backend) if args.backend != "memory" else "memory"
+
+
+@contextlib.asynccontextmanager
+async def open_backend(args: argparse.Namespace) -> AsyncIterator[RoomBackend]:
+    settings = RoomSettings(
+        buffer_size=args.buffer,
+        buffer_bytes=args.buffer_bytes,
+        hold_back=args.hold_back,
+        max_held_bytes=args.max_held_bytes,
+        history_length=args.history,
+        max_members=args.max_members,
+        max_rooms=args.max_rooms,
     )
+    if args.backend == "memory":
+        yield MemoryBackend(RoomRegistry(settings))
+        return
+    from chat.redis_backend import RedisBackend  # coredis is an optional extra
+
+    async with RedisBackend.open(args.backend, settings, RedisSettings(lease=args.member_lease)) as rooms:
+        yield rooms
+
+
+async def _listeners(args: argparse.Namespace) -> list[trio.SocketListener] | None:
+    """The socket a worker inherited, or None to open the port as usual."""
+    if args.listen_fd is None:
+        return None
+    return [trio.SocketListener(trio.socket.from_stdlib_socket(socket.socket(fileno=args.listen_fd)))]
+
+
+async def serve(args: argparse.Namespace, tls: ssl.SSLContext | None) -> None:
+    async with open_backend(args) as rooms:
+        await serve_rooms(args, tls, rooms)
+
+
+async def serve_rooms(args: argparse.Namespace, tls: ssl.SSLContext | None, rooms: RoomBackend) -> None:
     server = Server(
         [ChatService(rooms).bind(), CatalogService().bind()],
         settings=ServerSettings(shutdown_grace=args.grace, max_receive_message_size=args.max_message_size),
@@ -289,8 +410,14 @@ async def serve(args: argparse.Namespace, tls: ssl.SSLContext | None) -> None:
     server.on_shutdown(rooms.close_all)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            serve_tcp = functools.partial(server.serve_tcp, host=args.host, tls=tls)
-            port = await nursery.start(serve_tcp, args.port)
+            inherited = await _listeners(args)
+            if inherited is None:
+                port = await nursery.start(
+                    functools.partial(server.serve_tcp, host=args.host, tls=tls), args.port
+                )
+            else:
+                port = inherited[0].socket.getsockname()[1]
+                await nursery.start(functools.partial(server.serve_listeners, inherited, tls=tls))
             log.info("listening on %s:%d (%s)", args.host, port, "TLS" if tls else "plaintext")
             async for signum in signals:
                 log.info("%s: shutting down, calls get %gs", signal.Signals(signum).name, args.grace)

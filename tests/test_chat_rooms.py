@@ -734,7 +734,7 @@ async def test_grpcio_client_chats_listens_and_posts(served: Served) -> None:
             post, iter([chat_pb2.PostRequest(room_id=room_id, message=wire("p", "posted"))])
         )
         assert summary.accepted == 1
-        served.service.rooms.delete(room_id)
+        await served.service.rooms.delete(room_id)
         heard = await trio.to_thread.run_sync(list, listening)
         assert heard == [
             wire("g", JOINED),
