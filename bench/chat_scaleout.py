@@ -1,4 +1,4 @@
-"""Scale-out: deliveries/s for one room of 100 members spread over 1, 2 and 4 chatserver processes.
+"""Scale-out: deliveries/s for rooms of 100 members spread over 1, 2 and 4 chatserver processes.
 
 Each run starts its own redis-server (free port, no persistence) and `chatserver --workers N --backend
 redis://...`; the compiled load generator of bench/chat_load (see bench/chat_fanout.py) connects its
@@ -6,9 +6,11 @@ members over many connections, which SO_REUSEPORT spreads over the workers. The 
 and of Redis, from /proc, is printed beside the rate: on a machine with fewer cores than processes the
 rate cannot grow, the CPU per delivery shows what each process costs.
 
-    python -m bench.chat_scaleout [--members 100] [--messages 500] [--workers 1 2 4]
+    python -m bench.chat_scaleout [--members 100] [--messages 500] [--workers 1 2 4] [--rooms 1 4]
 
-The first row is the memory backend (one process, no Redis) on the same load, for comparison.
+With several rooms, one generator per room runs at once (each creates its own room, with its own members
+and sender); the rate is all their deliveries over the longest delivery phase, p50/p99 the worst room's.
+For each room count, the first row is the memory backend (one process, no Redis), for comparison.
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ def server_pids(pid: int) -> list[int]:
     return [int(child) for child in children] or [pid]
 
 
-def run(generator: Path, workers: int, members: int, messages: int, *, shared: bool = True) -> dict[str, Any]:
+def run(
+    generator: Path, workers: int, members: int, messages: int, *, rooms: int = 1, shared: bool = True
+) -> dict[str, Any]:
     """One measurement; `shared=False`: the memory backend (one process), for the baseline row."""
     redis_port = free_port()
     redis = subprocess.Popen(
@@ -84,8 +88,9 @@ def run(generator: Path, workers: int, members: int, messages: int, *, shared: b
         # 5 members per connection: 20 connections for 100 members, for the kernel to spread.
         load = [str(generator), f"-target=127.0.0.1:{port}", f"-members={members}", "-per-conn=5"]
         load += [f"-messages={messages}", "-join-batch=10"]
-        done = subprocess.run(load, capture_output=True, text=True, timeout=300)
-        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        generators = [subprocess.Popen(load, stdout=subprocess.PIPE, text=True) for _ in range(rooms)]
+        outputs = [generator.communicate(timeout=300)[0] for generator in generators]
+        result = _combined([json.loads(output.strip().splitlines()[-1]) for output in outputs])
         servers_cpu = sum(map(cpu_seconds, pids)) - before[0]
         result["servers_cpu_us_per_delivery"] = 1e6 * servers_cpu / max(result["deliveries"], 1)
         result["redis_cpu_s"] = cpu_seconds(redis.pid) - before[1]
@@ -98,6 +103,20 @@ def run(generator: Path, workers: int, members: int, messages: int, *, shared: b
         redis.wait(30)
 
 
+def _combined(rooms: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result for rooms loaded at once: their deliveries over the longest delivery phase."""
+    deliveries = sum(room["deliveries"] for room in rooms)
+    seconds = max(room["delivery_s"] for room in rooms)
+    return {
+        "deliveries": deliveries,
+        "deliveries_per_s": deliveries / seconds if seconds else 0.0,
+        "complete": all(room["complete"] for room in rooms),
+        "expected_deliveries": sum(room["expected_deliveries"] for room in rooms),
+        "p50_ms": max(room["p50_ms"] for room in rooms),
+        "p99_ms": max(room["p99_ms"] for room in rooms),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -105,22 +124,25 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=100)
     parser.add_argument("--messages", type=int, default=500, help="messages the one sender posts")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--rooms", type=int, nargs="+", default=[1, 4], help="rooms loaded at once")
     args = parser.parse_args()
     generator = load_generator()
-    print(f"one room, {args.members} members, 1 sender x {args.messages} messages, {os.cpu_count()} cores")
+    print(f"per room: {args.members} members, 1 sender x {args.messages} messages; {os.cpu_count()} cores")
     print(
-        f"{'backend':>7} {'processes':>9} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'rooms':>5} {'backend':>7} {'processes':>9} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'µs CPU/delivery':>16} {'Redis CPU s':>12}"
     )
     rows = [("memory", 1, False)] + [("redis", workers, True) for workers in args.workers]
-    for backend, workers, shared in rows:
-        r = run(generator, workers, args.members, args.messages, shared=shared)
-        complete = "" if r["complete"] else f"  incomplete: {r['deliveries']}/{r['expected_deliveries']}"
-        print(
-            f"{backend:>7} {r['processes']:>9} {r['deliveries_per_s']:>13,.0f} "
-            f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
-            f"{r['servers_cpu_us_per_delivery']:>16.2f} {r['redis_cpu_s']:>12.2f}{complete}"
-        )
+    for rooms in args.rooms:
+        for backend, workers, shared in rows:
+            r = run(generator, workers, args.members, args.messages, rooms=rooms, shared=shared)
+            complete = "" if r["complete"] else f"  incomplete: {r['deliveries']}/{r['expected_deliveries']}"
+            print(
+                f"{rooms:>5} {backend:>7} {r['processes']:>9} {r['deliveries_per_s']:>13,.0f} "
+                f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+                f"{r['servers_cpu_us_per_delivery']:>16.2f} {r['redis_cpu_s']:>12.2f}{complete}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -396,9 +396,11 @@ async def test_deadline_exceeded_cancels_the_handler() -> None:
             await service.cancelled.wait()
             await service.cleaned_up.wait()
             # Both ends time the call: the handler's scope had the client's deadline (whichever came first,
-            # the deadline or the client's RST_STREAM, cancelled it).
+            # the deadline or the client's RST_STREAM, cancelled it). The server starts its clock when the
+            # request arrives, later than the client by the transit time (milliseconds on a busy machine):
+            # its deadline is at most that much after the client's, and well before a second one would be.
             remaining = service.contexts[0].time_remaining()
-            assert remaining is not None and remaining < 0.01
+            assert remaining is not None and remaining < 0.1
 
             # A streaming call: the message before the deadline arrives, then DEADLINE_EXCEEDED.
             service.cancelled = trio.Event()
