@@ -9,6 +9,7 @@ Both keep the local fan-out (buffers, cut-off, closing) of `chat.rooms`, and rai
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -32,8 +33,9 @@ class RoomBackend(Protocol):
         """Close the room everywhere: its members and listeners get the closing message."""
         ...
 
-    async def post(self, room_id: str, message: Message) -> None:
-        """Publish `message` as is to every member and listener of the room (waits while it holds back)."""
+    async def post(self, room_id: str, messages: Sequence[Message]) -> None:
+        """Publish `messages` as they are, in order, to every member and listener of the room (waits while
+        it holds back). A message without a name is refused (INVALID_ARGUMENT) after those before it."""
         ...
 
     def join(self, room_id: str, name: str) -> AbstractAsyncContextManager[Member]:
@@ -44,9 +46,9 @@ class RoomBackend(Protocol):
         """Receive the replay and live messages for the duration of the block."""
         ...
 
-    async def say(self, member: Member, text: str) -> None:
-        """Publish `text` under the member's name to everyone else (waits while the room holds back);
-        dropped once the member is gone."""
+    async def say(self, member: Member, texts: Sequence[str]) -> None:
+        """Publish `texts`, in order, under the member's name to everyone else (waits while the room holds
+        back); dropped once the member is gone."""
         ...
 
     async def leave(self, member: Member) -> None:
@@ -74,8 +76,9 @@ class MemoryBackend:
     async def delete(self, room_id: str) -> None:
         self.registry.delete(room_id)
 
-    async def post(self, room_id: str, message: Message) -> None:
-        await self.registry.post(room_id, message)
+    async def post(self, room_id: str, messages: Sequence[Message]) -> None:
+        for message in messages:
+            await self.registry.post(room_id, message)
 
     def join(self, room_id: str, name: str) -> AbstractAsyncContextManager[Member]:
         return self.registry.join(room_id, name)
@@ -83,8 +86,9 @@ class MemoryBackend:
     def listen(self, room_id: str) -> AbstractAsyncContextManager[Subscription]:
         return self.registry.listen(room_id)
 
-    async def say(self, member: Member, text: str) -> None:
-        await member.say(text)
+    async def say(self, member: Member, texts: Sequence[str]) -> None:
+        for text in texts:
+            await member.say(text)
 
     async def leave(self, member: Member) -> None:
         member.leave()

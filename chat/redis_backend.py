@@ -38,7 +38,7 @@ import dataclasses
 import functools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import coredis
@@ -109,11 +109,15 @@ if newest[1] then id = newest[1][1] end
 return {'ok', id, %s}
 """ % (_HISTORY % ("ARGV[2]", "ARGV[2]"))
 
-# ARGV: maxlen, name, text, kind, holder ('' for a post: no membership to check).
+# ARGV: maxlen, kind, holder ('' for a post: no membership to check), then name and text pairs (a member's
+# own name in each pair of a say). All of them or none, in one step: a burst costs one round trip.
 APPEND = f"""
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
-if ARGV[5] ~= '' and redis.call('HGET', KEYS[2], ARGV[2]) ~= ARGV[5] then return 'gone' end
-return {_APPEND % ("ARGV[2]", "ARGV[3]", "ARGV[4]")}
+if ARGV[3] ~= '' and redis.call('HGET', KEYS[2], ARGV[4]) ~= ARGV[3] then return 'gone' end
+for i = 4, #ARGV, 2 do
+  {_APPEND % ("ARGV[i]", "ARGV[i + 1]", "ARGV[2]")}
+end
+return 'ok'
 """
 
 # ARGV: maxlen, leave text, then name and holder pairs. Frees each name its holder still holds, with
@@ -374,19 +378,24 @@ class RedisBackend:
             raise no_such_room(room_id)
         logger.info("room %s deleted", room_id)
 
-    async def post(self, room_id: str, message: Message) -> None:
-        if not message.name:  # the room is checked first, as everywhere
-            with self._call():
-                exists = await self._commands.exists([_room_keys(room_id)[0]])
-            if not exists:
-                raise no_such_room(room_id)
-            check_poster(message)
-        if await self._append(room_id, message, "p", holder="") == "missing":
+    async def post(self, room_id: str, messages: Sequence[Message]) -> None:
+        valid = next((i for i, message in enumerate(messages) if not message.name), len(messages))
+        if valid and await self._append(room_id, messages[:valid], "p", holder="") == "missing":
             raise no_such_room(room_id)
+        if valid < len(messages):
+            if not valid:  # the room is checked first, as everywhere
+                with self._call():
+                    exists = await self._commands.exists([_room_keys(room_id)[0]])
+                if not exists:
+                    raise no_such_room(room_id)
+            check_poster(messages[valid])
 
-    async def say(self, member: Member, text: str) -> None:
+    async def say(self, member: Member, texts: Sequence[str]) -> None:
         assert isinstance(member, _SharedMember)
-        await self._append(member.room_id, Message(member.name, text), "s", holder=member.holder)
+        if not texts:
+            return
+        said = [Message(member.name, text) for text in texts]
+        await self._append(member.room_id, said, "s", holder=member.holder)
 
     async def leave(self, member: Member) -> None:
         assert isinstance(member, _SharedMember)
@@ -568,8 +577,10 @@ class RedisBackend:
 
     # -- Redis away ----------------------------------------------------------------------------------
 
-    async def _append(self, room_id: str, message: Message, kind: str, *, holder: str) -> str:
-        args: list[str | int] = [self.redis_settings.stream_length, message.name, message.text, kind, holder]
+    async def _append(self, room_id: str, messages: Sequence[Message], kind: str, *, holder: str) -> str:
+        args: list[str | int] = [self.redis_settings.stream_length, kind, holder]
+        for message in messages:
+            args += (message.name, message.text)
         with self._call():
             result: str = await self._script("append", room_id, args)
         return result

@@ -9,6 +9,7 @@ talks to, and adds only the checks on the shape of requests."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import TypeVar
 
@@ -56,10 +57,12 @@ class ChatService(chat_trio_grpc.ChatServiceBase):
     ) -> chat_pb2.PostSummary:
         accepted = 0
 
-        async def post(request: chat_pb2.PostRequest) -> None:
+        async def post(burst: list[chat_pb2.PostRequest]) -> None:
             nonlocal accepted
-            await self.rooms.post(request.room_id, Message(request.message.name, request.message.message))
-            accepted += 1
+            for room_id, requests in itertools.groupby(burst, key=lambda request: request.room_id):
+                messages = [Message(request.message.name, request.message.message) for request in requests]
+                await self.rooms.post(room_id, messages)
+                accepted += len(messages)
 
         await _in_bursts(requests, context, post)
         return chat_pb2.PostSummary(accepted=accepted)
@@ -79,14 +82,18 @@ class ChatService(chat_trio_grpc.ChatServiceBase):
                 await member.deliver(context)  # until the member left or the room closed
                 nursery.cancel_scope.cancel()  # the room closed: stop reading the client
 
-            async def say(request: chat_pb2.ChatMessage) -> None:
-                if request.HasField("join"):
-                    raise RpcError(
-                        StatusCode.INVALID_ARGUMENT,
-                        f"already joined room {join.room_id} as {join.name!r}; send messages only",
-                    )
-                if request.HasField("message"):
-                    await self.rooms.say(member, request.message.message)  # waits while the room holds back
+            async def say(burst: list[chat_pb2.ChatMessage]) -> None:
+                texts: list[str] = []
+                for request in burst:
+                    if request.HasField("join"):
+                        await self.rooms.say(member, texts)  # what came before it
+                        raise RpcError(
+                            StatusCode.INVALID_ARGUMENT,
+                            f"already joined room {join.room_id} as {join.name!r}; send messages only",
+                        )
+                    if request.HasField("message"):
+                        texts.append(request.message.message)
+                await self.rooms.say(member, texts)  # waits while the room holds back
 
             nursery.start_soon(deliver_then_stop)
             await _in_bursts(incoming, context, say)
@@ -96,21 +103,28 @@ class ChatService(chat_trio_grpc.ChatServiceBase):
         # Any other way out of the block (cancellation, error) announces the leave as it exits.
 
 
-#: Requests taken one after another without a checkpoint, when they have arrived already.
+#: Requests taken together without a checkpoint, when they have arrived already: at most this many...
 _BURST = 32
+#: ... and, past the first, while they come to fewer bytes than this.
+_BURST_BYTES = 256 * 1024
 
 
 async def _in_bursts(
-    requests: AsyncIterable[_Request], context: ServicerContext, handle: Callable[[_Request], Awaitable[None]]
+    requests: AsyncIterable[_Request],
+    context: ServicerContext,
+    handle: Callable[[list[_Request]], Awaitable[None]],
 ) -> None:
-    """`handle` every request, taking up to `_BURST` that have arrived already without a checkpoint between
-    them (`receive_nowait`). Each message a room publishes is queued on every receiver's stream at once, and
-    the connections' writers frame what is queued when they next run: a burst makes that many messages per
-    frame and per write, where yielding after each request would make one."""
+    """`handle` the requests in bursts: each one as it arrives, with those that have arrived already behind
+    it (`receive_nowait`, no checkpoint between them), up to `_BURST` and `_BURST_BYTES`. Each message a room
+    publishes is queued on every receiver's stream at once, and the connections' writers frame what is queued
+    when they next run: a burst makes that many messages per frame and per write, where yielding after each
+    request would make one; a shared room appends a burst to its log in one round trip."""
     async for request in requests:
-        await handle(request)
-        for _ in range(_BURST - 1):
+        burst, size = [request], request.ByteSize()
+        while len(burst) < _BURST and size < _BURST_BYTES:
             ready = context.receive_nowait()
             if ready is None:
                 break
-            await handle(ready)  # type: ignore[arg-type]  # the same stream: a _Request
+            burst.append(ready)  # type: ignore[arg-type]  # the same stream: a _Request
+            size += ready.ByteSize()
+        await handle(burst)

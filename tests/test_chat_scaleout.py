@@ -232,6 +232,40 @@ def test_a_burst_across_processes_never_cuts_off_readers_and_cuts_off_the_member
         stop_all(servers)
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["memory", "redis"])
+def test_a_post_burst_keeps_its_order_across_rooms_and_stops_at_a_bad_message(
+    shared: bool, backend: str, channels: list[grpc.Channel]
+) -> None:
+    """Requests that arrive together are published together (one log append per room and burst when
+    shared): still each in order, to its own room, and those after a refused one are not published."""
+    servers = chatservers(2, backend) if shared else [start_chatserver("--grace", "0.5")]
+    try:
+        poster, reader = stub(servers[0], channels), stub(servers[-1], channels)
+        room_a, room_b = create(poster), create(poster)
+        a, b = Chat(reader, room_a, "a"), Chat(reader, room_b, "b")
+        assert (a.next(), b.next()) == (joined("a"), joined("b"))
+        burst = [("a", "1"), ("a", "2"), ("b", "3"), ("a", "4"), ("a", ""), ("a", "5")]  # "": no name
+        requests = [
+            chat_pb2.PostRequest(
+                room_id={"a": room_a, "b": room_b}[room], message=Message(name=text, message=text)
+            )
+            for room, text in burst
+        ]
+        with pytest.raises(grpc.RpcError) as refused:
+            poster.Post(iter(requests), timeout=DEADLINE)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert post(poster, room_a, "end") == post(poster, room_b, "end") == 1
+        heard: dict[str, list[str]] = {"a": [], "b": []}
+        for name, chat in (("a", a), ("b", b)):
+            while (message := chat.next()) != Message(name="poster", message="end"):
+                heard[name].append(message.message)
+        assert heard == {"a": ["1", "2", "4"], "b": ["3"]}
+        a.close()
+        b.close()
+    finally:
+        stop_all(servers)
+
+
 def test_a_killed_process_leaves_no_ghosts(backend: str, channels: list[grpc.Channel]) -> None:
     servers = chatservers(3, backend, "--member-lease", str(LEASE))
     try:
