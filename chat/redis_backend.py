@@ -85,7 +85,12 @@ def _room_keys(room_id: str) -> list[str]:
 
 
 # KEYS: meta, members, log. Every script that appends trims the log to about ARGV[1] entries.
-_APPEND = "redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'n', %s, 't', %s, 'k', %s)"
+# Field i numbers the room's entries 1, 2, 3...: a reader that sees a number skipped knows that the log was
+# trimmed past it (the counter is in meta, so only a room that exists can be appended to).
+_APPEND = (
+    "redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'n', %s, 't', %s, 'k', %s, "
+    "'i', redis.call('HINCRBY', KEYS[1], 'seq', 1))"
+)
 
 # The last N entries, newest first (COUNT 0 would mean all of them).
 _HISTORY = "(tonumber(%s) > 0 and redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', %s) or {})"
@@ -148,9 +153,9 @@ return 1
 
 # ARGV: maxlen, closing text, seconds the closed log stays readable for mirrors that lag behind.
 DELETE = f"""
-if redis.call('DEL', KEYS[1]) == 0 then return 0 end
-redis.call('DEL', KEYS[2])
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 {_APPEND % ("'chat server'", "ARGV[2]", "'c'")}
+redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 return 1
 """
@@ -178,10 +183,12 @@ class _StreamEntry:
     id: _StreamId
     message: Message
     kind: str  # p, s or c, as in the stream
+    number: int  # i in the stream: 1 for the room's first entry
 
     @classmethod
     def decode(cls, entry_id: str, fields: Mapping[Any, Any]) -> _StreamEntry:
-        return cls(_StreamId.parse(entry_id), Message(fields["n"], fields["t"]), fields["k"])
+        message = Message(fields["n"], fields["t"])
+        return cls(_StreamId.parse(entry_id), message, fields["k"], int(fields["i"]))
 
     def reaches(self, member_name: str | None) -> bool:
         return not (self.kind == "s" and self.message.name == member_name)
@@ -198,10 +205,11 @@ class _SharedMember(Member):
 class _SharedRoom(_Room):
     """A process's mirror of a room: the local fan-out of `chat.rooms`, fed by the room's stream."""
 
-    def __init__(self, backend: RedisBackend, room_id: str, position: _StreamId) -> None:
+    def __init__(self, backend: RedisBackend, room_id: str, position: _StreamId, number: int) -> None:
         super().__init__(room_id, False, backend.settings, backend._held)
         self._backend = backend
-        self.position = position  # the last entry fanned out here
+        self.position = position  # the last entry fanned out here...
+        self.number = number  # ... and its number
         self.users = 0  # calls that hold the mirror open: subscribers, and joins in flight
         self.reader = trio.CancelScope()
         #: The entries fanned out lately, for joins that the mirror has overtaken (`attach_at`).
@@ -222,11 +230,15 @@ class _SharedRoom(_Room):
         missed = [entry for stream, entry in self._recent if stream.id > at and stream.reaches(name)]
         self._attach(subscription, history + missed)
         if at < self._horizon or len(replay) + len(missed) > self._settings.buffer_size:
-            self._cut_off(subscription)  # it cannot have every message: it fell behind before it started
+            # It cannot have every message: it fell behind before it started.
+            self._cut_off(subscription, f"too slow: fell {self._settings.buffer_size} messages behind")
 
     async def deliver(self, stream: _StreamEntry) -> bool:
         """Fan out one entry of the room's stream, once no local buffer holds the room back (the entry
         waits in Redis meanwhile); False once the room has closed."""
+        if stream.number != self.number + 1:
+            self._fell_behind()
+        self.number = stream.number
         if stream.kind == "c":
             self.close()
             return False
@@ -272,8 +284,22 @@ class _SharedRoom(_Room):
             self._held.release(oldest)
             self._horizon = oldest_stream.id
 
-    def _cut_off(self, subscription: Subscription) -> None:
-        if self._detach(subscription):
+    def _fell_behind(self) -> None:
+        """Entries were trimmed from the log before this mirror read them: cut off everyone here
+        (RESOURCE_EXHAUSTED) rather than let them miss messages unknowingly."""
+        kept = self._backend.redis_settings.stream_length
+        why = f"too slow: this server fell more than {kept} messages behind the room"
+        logger.warning(
+            "room %s: the log moved on past this server's reader; its subscribers are cut off", self.room_id
+        )
+        waiting, self._waiting = self._waiting, []
+        for subscription in [*self._subscribers(), *(subscription for _, subscription, _ in waiting)]:
+            self._cut_off(subscription, why)
+
+    def _cut_off(self, subscription: Subscription, why: str) -> None:
+        subscription._too_slow = why
+        self._detach(subscription)
+        if subscription._end is None:
             subscription._finish(_End.TOO_SLOW)
             if isinstance(subscription, Member):
                 self._announce_left(subscription)
@@ -463,8 +489,11 @@ class RedisBackend:
             if room is None:
                 with self._call():
                     newest = await self._commands.xrevrange(_room_keys(room_id)[2], count=1)
-                start = _StreamId.parse(str(newest[0].identifier)) if newest else _START
-                room = self._mirrors[room_id] = _SharedRoom(self, room_id, start)
+                start, number = _START, 0  # no entry yet: the first is number 1
+                if newest:
+                    last = _StreamEntry.decode(str(newest[0].identifier), newest[0].field_values)
+                    start, number = last.id, last.number
+                room = self._mirrors[room_id] = _SharedRoom(self, room_id, start, number)
                 self._nursery.start_soon(self._run_reader, room)
             room.users += 1
         try:
@@ -484,14 +513,13 @@ class RedisBackend:
         """Fan out what the room's stream has after the mirror's position; False once it is closed."""
         meta, _, log = _room_keys(room.room_id)
         block_ms = int(self.redis_settings.block * 1000)
-        response = await self._reads.xread(
-            {log: str(room.position)}, count=self.settings.buffer_size, block=block_ms
-        )
+        count = self.settings.buffer_size
+        response = await self._reads.xread({log: str(room.position)}, count=count, block=block_ms)
         if response is not None:
             entries = [_StreamEntry.decode(str(e.identifier), e.field_values) for e in response[log]]
         elif not await self._commands.exists([meta]):
             # Deleted while this process could not read, and the closed stream has expired since.
-            entries = [_StreamEntry(room.position, CLOSING_MESSAGE, "c")]
+            entries = [_StreamEntry(room.position, CLOSING_MESSAGE, "c", room.number + 1)]
         else:
             return True
         for entry in entries:

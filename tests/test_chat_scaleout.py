@@ -18,11 +18,17 @@ from pathlib import Path
 
 import grpc
 import pytest
+import trio
 
 from chat._proto.rpc import chat_pb2
+from chat.backend import RedisSettings
+from chat.redis_backend import RedisBackend
+from chat.rooms import Message as RoomMessage
+from chat.rooms import RoomSettings
 from tests.grpcio_stubs import chat_pb2_grpc
 from tests.test_chat_load import HOLD_BACK, check_burst
 from tests.test_cli_chatserver import ChatServer, Proc, cli, start_chatserver
+from trio_grpc import RpcError, StatusCode
 
 DEADLINE = 15
 LEASE = 1.5  # --member-lease of the processes a test kills
@@ -264,6 +270,28 @@ def test_a_post_burst_keeps_its_order_across_rooms_and_stops_at_a_bad_message(
         b.close()
     finally:
         stop_all(servers)
+
+
+async def test_a_mirror_the_log_was_trimmed_past_cuts_off_its_subscribers(redis: Redis) -> None:
+    """A process's reader that falls more than the log's length behind cannot deliver what was trimmed: its
+    subscribers are cut off with RESOURCE_EXHAUSTED, never left with a gap they cannot see."""
+    settings = RoomSettings(buffer_size=4, history_length=0)
+    received: list[str] = []
+    with trio.fail_after(DEADLINE):
+        async with RedisBackend.open(
+            redis.url(next(_databases)), settings, RedisSettings(stream_length=10)
+        ) as rooms:
+            room = await rooms.create()
+            with pytest.raises(RpcError) as cut_off:
+                async with rooms.listen(room) as listener:
+                    # One script call: the log is trimmed (to about 10, a node of 100 at a time) before the
+                    # mirror reads any of it.
+                    await rooms.post(room, [RoomMessage("p", str(i)) for i in range(300)])
+                    async for message in listener:
+                        received.append(message.text)
+    assert cut_off.value.code is StatusCode.RESOURCE_EXHAUSTED
+    assert cut_off.value.message == "too slow: this server fell more than 10 messages behind the room"
+    assert received == [str(i) for i in range(len(received))]  # what it got has no gap
 
 
 def test_a_killed_process_leaves_no_ghosts(backend: str, channels: list[grpc.Channel]) -> None:
