@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import functools
 import logging
 import os
@@ -343,6 +344,7 @@ def run_workers(args: argparse.Namespace, argv: list[str]) -> int:
             [sys.executable, "-m", "cli.chatserver", *argv, "--workers", "1", "--listen-fd", str(s.fileno())],
             pass_fds=[s.fileno()],
             start_new_session=True,
+            preexec_fn=functools.partial(_stop_with_parent, os.getpid()),
         )
         for s in sockets
     ]
@@ -361,6 +363,18 @@ def run_workers(args: argparse.Namespace, argv: list[str]) -> int:
     codes = [worker.wait() for worker in workers]
     log.info("stopped")
     return max(abs(code) for code in codes)
+
+
+def _stop_with_parent(parent: int) -> None:
+    """In a worker, before it runs: have Linux send it SIGTERM when the parent dies, even by SIGKILL, so that
+    no worker outlives the `--workers` process that started it."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the parent's signal handler only
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def _shown(args: argparse.Namespace) -> str:

@@ -371,6 +371,18 @@ def test_workers_share_one_port_and_stop_together(backend: str, channels: list[g
         server.stop()
 
 
+def test_workers_stop_when_their_parent_is_killed(backend: str) -> None:
+    server = start_chatserver("--grace", "0.5", "--backend", backend, "--workers", "2")
+    try:
+        for _ in range(2):
+            server.proc.expect(r"\[(\d+)\]: listening on 127\.0\.0\.1:\d+ \(plaintext\)", "stderr")
+        server.proc.signal(signal.SIGKILL)
+        for _ in range(2):  # each worker is told (SIGTERM) and shuts down as usual
+            server.proc.expect(r"\[\d+\]: stopped", "stderr")
+    finally:
+        server.stop()
+
+
 def test_workers_without_a_shared_backend_is_one_line_error() -> None:
     result = cli("chatserver", "--workers", "2")
     assert result.code == 1
