@@ -538,6 +538,10 @@ class RedisBackend:
             await self._renew()
         except REDIS_DOWN as exc:  # at start-up: the program's error, not an outage to log
             raise RpcError(StatusCode.UNAVAILABLE, f"cannot reach {self.url}: {exc}") from None
+        except coredis.exceptions.AuthenticationError as exc:  # no password, or a wrong one
+            raise RpcError(
+                StatusCode.UNAUTHENTICATED, f"{self.url} refused to let us in: {str(exc).rstrip('.')}"
+            ) from None
         logger.info("chat backend %s: this is process %s", self.url, self.process_id)
 
     async def _renew(self) -> None:

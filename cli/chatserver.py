@@ -257,8 +257,9 @@ def main(argv: list[str] | None = None) -> None:
         error = sole_exception(exc)
         if isinstance(error, KeyboardInterrupt):  # Ctrl-C before the signal handling was in place
             sys.exit(130)
-        if isinstance(error, RpcError) and error.code is StatusCode.UNAVAILABLE:
-            sys.exit(f"error: {error.message}: is Redis running there? (UNAVAILABLE)")
+        if isinstance(error, RpcError):  # the backend's, at start-up
+            hint = ": is Redis running there?" if error.code is StatusCode.UNAVAILABLE else ""
+            sys.exit(f"error: {error.message}{hint} ({error.code.name})")
         if isinstance(error, ModuleNotFoundError) and error.name == "coredis":
             sys.exit("error: a Redis --backend needs coredis: pip install 'trio-grpc[redis]'")
         if not isinstance(error, OSError):

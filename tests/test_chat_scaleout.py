@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 import trio
+import trustme
 
 from chat._proto.rpc import chat_pb2
 from chat.backend import RedisSettings
@@ -26,6 +27,7 @@ from chat.redis_backend import RedisBackend
 from chat.rooms import Message as RoomMessage
 from chat.rooms import RoomSettings
 from tests.grpcio_stubs import chat_pb2_grpc
+from tests.interop.harness import Tls
 from tests.test_chat_load import HOLD_BACK, check_burst
 from tests.test_cli_chatserver import ChatServer, Proc, cli, start_chatserver
 from trio_grpc import RpcError, StatusCode
@@ -381,6 +383,37 @@ def test_workers_stop_when_their_parent_is_killed(backend: str) -> None:
             server.proc.expect(r"\[\d+\]: stopped", "stderr")
     finally:
         server.stop()
+
+
+def test_a_backend_url_with_tls_and_a_password(tmp_path: Path, channels: list[grpc.Channel]) -> None:
+    ca = trustme.CA()
+    files = Tls(ca, ca.issue_cert("127.0.0.1")).write_files(tmp_path)
+    port = free_port()
+    tls = [
+        "--tls-cert-file",
+        str(files.cert),
+        "--tls-key-file",
+        str(files.key),
+        "--tls-ca-cert-file",
+        str(files.ca),
+    ]
+    redis = Redis(0, "--tls-port", str(port), "--tls-auth-clients", "no", "--requirepass", "secret", *tls)
+    try:
+        url = f"rediss://:secret@127.0.0.1:{port}/0?ssl_ca_certs={files.ca}"
+        servers = chatservers(2, url)
+        try:
+            room = create(stub(servers[0], channels))
+            assert room in listed(stub(servers[1], channels))
+        finally:
+            stop_all(servers)
+        refused = cli("chatserver", "--port", "0", "--backend", url.replace("secret", "wrong"))
+        assert refused.code == 1
+        assert refused.error_line() == (
+            f"error: rediss://***@127.0.0.1:{port}/0?ssl_ca_certs={files.ca} refused to let us in: "
+            "invalid username-password pair or user is disabled (UNAUTHENTICATED)"
+        )
+    finally:
+        redis.stop()
 
 
 def test_workers_without_a_shared_backend_is_one_line_error() -> None:
