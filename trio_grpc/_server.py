@@ -53,6 +53,8 @@ _RESPONSE_HEADERS = (*_HTTP_OK, (b"grpc-accept-encoding", ACCEPT_ENCODING))
 _STATUS = {code: tuple(status_headers(code, "", None)) for code in StatusCode}  # grpc-status alone
 _TRAILERS_ONLY = {code: _HTTP_OK + _STATUS[code] for code in StatusCode}
 _OK: _Status = (StatusCode.OK, "", None)
+# One name for every call's task: trio would otherwise format one string per task.
+_CALL_TASK_NAME = "trio_grpc call"
 
 
 class ServicerContext:
@@ -407,7 +409,6 @@ class ServerConnection(Connection):
         self.calls: dict[int, ServicerContext] = {}
         #: The unsent rest of a message, by stream id, whose send the handler's end interrupted.
         self._interrupted_sends: dict[int, memoryview] = {}
-        self._calls_nursery: trio.Nursery | None = None
         self._draining = False
         #: The peer's first SETTINGS arrived: it speaks HTTP/2.
         self._handshake_done = False
@@ -417,8 +418,9 @@ class ServerConnection(Connection):
         self._deadline_scope.deadline = trio.current_time() + server.settings.handshake_timeout
         self._resets_in_window = 0
         self._reset_window_end = 0.0
-        #: Its deadline is max_connection_idle after the last stream ended; inf while streams are open.
-        self._idle_scope = trio.CancelScope()
+        #: When the last stream ended (or the connection was accepted): the server's idle timer counts
+        #: max_connection_idle from it (`Server._expire_idle_connections`).
+        self.idle_since = trio.current_time()
         self._ping_strikes = 0
         self._last_ping = -math.inf
         self._sent_at_last_ping = 0
@@ -435,12 +437,7 @@ class ServerConnection(Connection):
             # with REFUSED_STREAM instead (RFC 9113 5.1.2 allows both), so that the calls in flight carry on.
             self.h2.local_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = 2**31 - 1
             self.h2.local_settings.acknowledge()  # in effect at once, and never sent to the peer
-            async with trio.open_nursery() as nursery:
-                self._calls_nursery = nursery
-                if settings.max_connection_idle is not None:
-                    self._idle_scope.deadline = trio.current_time() + settings.max_connection_idle
-                    nursery.start_soon(self._close_when_idle)
-                await super().run()
+            await super().run()  # the calls' tasks run in its nursery, beside the writer
         if self._deadline_scope.cancelled_caught and not self._draining:
             log.info(
                 "%s: no TLS handshake and HTTP/2 SETTINGS within %.1fs; closed",
@@ -527,8 +524,6 @@ class ServerConnection(Connection):
         stream = Stream(self, stream_id)
         stream.headers = event.headers
         self.streams[stream_id] = stream
-        if self._idle_scope.deadline != math.inf:  # the setter is not free: this runs for every request
-            self._idle_scope.deadline = math.inf
         headers = dict(event.headers)
         refusal = self._refusal(headers, header_list_size)
         if refusal is not None:
@@ -550,8 +545,8 @@ class ServerConnection(Connection):
             deadline = trio.current_time() + parse_timeout(raw_timeout)  # validated by _refusal
         context = ServicerContext(self, stream, spec, headers, deadline)
         self.calls[stream_id] = context
-        assert self._calls_nursery is not None
-        self._calls_nursery.start_soon(self._run_call, context, handler)
+        assert self.nursery is not None  # events are handled only while `run` reads
+        self.nursery.start_soon(self._run_call, context, handler, name=_CALL_TASK_NAME)
 
     def _refusal(
         self, headers: dict[bytes, bytes], header_list_size: int
@@ -732,24 +727,13 @@ class ServerConnection(Connection):
         if self._draining:
             self.close()
             return
-        idle = self._server.settings.max_connection_idle
-        if idle is not None:
-            self._idle_scope.deadline = trio.current_time() + idle
+        self.idle_since = trio.current_time()
         self._server._connection_went_idle(self)
 
     @property
     def is_idle(self) -> bool:
         """No stream open, and not going away: what eviction at the cap may close."""
         return not self.streams and not self._draining and self.lost is None
-
-    def _on_connection_lost(self) -> None:
-        self._idle_scope.cancel()
-
-    async def _close_when_idle(self) -> None:
-        with self._idle_scope:
-            await trio.sleep_forever()
-        if self.lost is None:
-            self.close_idle("idle for max_connection_idle")
 
     def close_idle(self, reason: str) -> None:
         """GOAWAY and close a connection without streams; the peer gets a moment to read the GOAWAY."""
@@ -817,6 +801,8 @@ class Server:
         self._idle_order: collections.OrderedDict[ServerConnection, None] = collections.OrderedDict()
         #: Woken when a connection ends or goes idle: what a new connection waits for at the cap.
         self._vacancy = trio.lowlevel.ParkingLot()
+        #: Where the idle timer waits while no connection is idle.
+        self._no_idle_connection = trio.lowlevel.ParkingLot()
         self._shutdown_started = trio.Event()
         self._shutdown_callbacks: list[Callable[[], None]] = []
         self._serving = 0
@@ -891,6 +877,11 @@ class Server:
                 async with trio.open_nursery() as accept_nursery:
                     for listener in listeners:
                         accept_nursery.start_soon(self._accept_loop, listener, tls, nursery)
+                    # One per serve_* call, all over the same connections: a second one changes nothing.
+                    if self.settings.max_connection_idle is not None:
+                        accept_nursery.start_soon(
+                            self._expire_idle_connections, self.settings.max_connection_idle
+                        )
                     task_status.started(started)
                     await self._shutdown_started.wait()
                     accept_nursery.cancel_scope.cancel()
@@ -934,7 +925,7 @@ class Server:
         stream = socket_stream if tls is None else trio.SSLStream(socket_stream, tls, server_side=True)
         connection = ServerConnection(self, stream, peer)
         self._connections.add(connection)
-        self._idle_order[connection] = None
+        self._add_idle(connection)
         nursery.start_soon(self._serve_connection, connection)
 
     async def _make_room(self) -> None:
@@ -965,10 +956,39 @@ class Server:
             await self._vacancy.park()
 
     def _connection_went_idle(self, connection: ServerConnection) -> None:
-        self._idle_order[connection] = None
-        self._idle_order.move_to_end(connection)
+        self._add_idle(connection)
         if self._vacancy:
             self._vacancy.unpark_all()
+
+    def _add_idle(self, connection: ServerConnection) -> None:
+        self._idle_order[connection] = None
+        self._idle_order.move_to_end(connection)
+        if self._no_idle_connection:
+            self._no_idle_connection.unpark_all()
+
+    async def _expire_idle_connections(self, idle_time: float) -> None:
+        """The idle timer of every connection: one task per server instead of one per connection (a task
+        and its cancel scope were the largest part of an idle connection's memory)."""
+        while True:
+            deadline = self._close_expired_idle(idle_time)
+            if deadline is None:
+                await self._no_idle_connection.park()
+            else:
+                await trio.sleep_until(deadline)
+
+    def _close_expired_idle(self, idle_time: float) -> float | None:
+        """Close the connections idle for `idle_time`; when the next one expires (None: none is idle).
+
+        `_idle_order` holds the idle connections in the order they went idle, all for the same time, so
+        the first one expires first. (A function of its own, so that no local of the timer task keeps a
+        closed connection alive while it sleeps.)"""
+        now = trio.current_time()
+        while (connection := self._longest_idle()) is not None:
+            deadline = connection.idle_since + idle_time
+            if deadline > now:
+                return deadline
+            connection.close_idle("idle for max_connection_idle")  # no longer idle: it leaves the order
+        return None
 
     async def _serve_connection(self, connection: ServerConnection) -> None:
         log.info("%s: connected", connection.peer)

@@ -353,6 +353,8 @@ class Connection:
         self._held_bytes = 0
         self._shared_budget = shared_budget
         self._credit_withheld = False
+        #: Where the connection's tasks run, while `run` does.
+        self.nursery: trio.Nursery | None = None
 
     #: Which method handles which h2 event; resolved per class, so that subclasses override by name.
     _EVENT_HANDLERS: dict[type[Any], str] = {
@@ -521,9 +523,11 @@ class Connection:
     # -- reading ---------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Serve the connection until it closes. Subclasses wrap this with their own tasks."""
+        """Serve the connection until it closes. Subclasses start their own tasks in `nursery` (one nursery
+        per connection: each costs about a kilobyte) and wrap this with what must come before and after."""
         try:
             async with trio.open_nursery() as nursery:
+                self.nursery = nursery
                 nursery.start_soon(self._write_loop)
                 if self.limits.keepalive_time is not None:
                     nursery.start_soon(self._keepalive_loop, self.limits.keepalive_time)
@@ -533,6 +537,7 @@ class Connection:
                     await self._writer_finished.wait()
                 nursery.cancel_scope.cancel()
         finally:
+            self.nursery = None
             self._connection_lost("connection closed")
             self.h2._frame_dispatch_table.clear()  # h2's one reference cycle: its table of bound methods
             await close_at_once(self.socket)
