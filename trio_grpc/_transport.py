@@ -1008,12 +1008,8 @@ def _keep_streams_open_after_goaway(connection: h2.connection.H2Connection) -> N
 
 
 class _SettingValues(list[Any]):
-    """One setting's values, the one in force first, then those sent or received and not yet acknowledged.
-
-    h2 keeps them in a deque, which allocates room for 64 values at once (about 600 bytes): for the one or
-    two values a setting ever has, a third of an idle connection's memory. h2 only takes `[0]`, `len`,
-    `append` and `popleft`.
-    """
+    """A setting's values while a new one waits for acknowledgement: the one in force first, then those
+    sent or received and not yet acknowledged. h2 only takes `[0]`, `len`, `append` and `popleft`."""
 
     __slots__ = ()
 
@@ -1022,18 +1018,44 @@ class _SettingValues(list[Any]):
 
 
 class _LeanSettings(h2.settings.Settings):
-    """h2's Settings, each setting's values in a `_SettingValues` instead of a deque."""
+    """h2's Settings, each setting's value a plain int while no other one waits for acknowledgement.
+
+    h2 keeps every setting's values in a deque (about 600 bytes even for one value: seven settings, two
+    Settings per connection, once a third of an idle connection's memory). A second value exists only
+    between a SETTINGS and its ACK: the values become a `_SettingValues` list then, and a plain int again
+    once acknowledged.
+    """
 
     def __init__(
         self, client: bool, initial_values: dict[h2.settings.SettingCodes, int] | None = None
     ) -> None:
         super().__init__(client, initial_values)
-        self._settings = {key: _SettingValues(values) for key, values in self._settings.items()}  # type: ignore[misc]
+        self._settings = {key: values[0] for key, values in self._settings.items()}  # type: ignore[misc]
+
+    def __getitem__(self, key: h2.settings.SettingCodes | int) -> int:
+        value: Any = self._settings[key]
+        if type(value) is _SettingValues:
+            value = value[0]
+        if value is None:  # created when a new value was received, and not yet acknowledged (as h2 does)
+            raise KeyError(key)
+        return int(value)
 
     def __setitem__(self, key: h2.settings.SettingCodes | int, value: int) -> None:
-        if key not in self._settings:  # h2 would start a deque for a setting it has no value of yet
-            self._settings[key] = _SettingValues([None])  # type: ignore[assignment]
-        super().__setitem__(key, value)
+        current: Any = self._settings.get(key)  # None: no value yet, as h2 starts a new setting
+        if type(current) is not _SettingValues:
+            self._settings[key] = _SettingValues([current])  # type: ignore[assignment]
+        super().__setitem__(key, value)  # validates, then appends
+
+    def acknowledge(self) -> dict[h2.settings.SettingCodes | int, h2.settings.ChangedSetting]:
+        changed: dict[h2.settings.SettingCodes | int, h2.settings.ChangedSetting] = {}
+        settings: dict[h2.settings.SettingCodes | int, Any] = self._settings
+        for key, values in settings.items():
+            if type(values) is _SettingValues and len(values) > 1:
+                old = values.popleft()
+                changed[key] = h2.settings.ChangedSetting(key, old, values[0])
+                if len(values) == 1:
+                    settings[key] = values[0]
+        return changed
 
 
 Connection._dispatch = _dispatch_table(Connection)
