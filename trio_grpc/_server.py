@@ -391,6 +391,21 @@ def _why_malformed(headers: list[tuple[bytes, bytes]]) -> str:
 
 
 class ServerConnection(Connection):
+    __slots__ = (
+        "_deadline_scope",
+        "_draining",
+        "_handshake_done",
+        "_interrupted_sends",
+        "_last_ping",
+        "_ping_strikes",
+        "_reset_window_end",
+        "_resets_in_window",
+        "_sent_at_last_ping",
+        "_server",
+        "calls",
+        "idle_since",
+        "peer",
+    )
     _EVENT_HANDLERS = {**Connection._EVENT_HANDLERS, h2.events.PingReceived: "_on_ping"}
 
     def __init__(self, server: Server, socket: trio.abc.Stream, peer: str) -> None:

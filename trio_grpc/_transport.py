@@ -33,7 +33,7 @@ Theory of operation:
   a stream first check that h2 still has it open.
 - Memory comes back at once: nothing here forms a reference cycle that outlives the connection (stored
   exceptions are raised as fresh copies, whose tracebacks would otherwise hold the frames holding the stream;
-  the event dispatch table is per class, not a dict of bound methods; h2's own cycle is broken at the end).
+  the event dispatch tables, ours and h2's, are per class, not dicts of bound methods).
 - Send backpressure: `send_data` queues what the peer's windows allow at once (less what is queued already)
   and waits for WINDOW_UPDATE only once a window is empty, never for room for a whole message (peers credit
   only after part of a window is consumed); a send interrupted half-way resets the stream. It also waits while
@@ -314,6 +314,35 @@ class Connection:
     Subclasses (server and client) handle the events that open and answer streams.
     """
 
+    # One per connection, and more than the 30 attributes CPython shares an instance dict's keys for: slots
+    # save about 1.3 KiB each. `__dict__` stays, so that a subclass or a test may still add its own.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_answers_size",
+        "_closing",
+        "_credit_withheld",
+        "_drained_lot",
+        "_encoder",
+        "_held_bytes",
+        "_outgoing",
+        "_outgoing_size",
+        "_pending_streams",
+        "_pending_total",
+        "_ping_ack",
+        "_shared_budget",
+        "_unsent_connection_credit",
+        "_writer_finished",
+        "_writer_lot",
+        "h2",
+        "headers_and_data_sent",
+        "limits",
+        "lost",
+        "nursery",
+        "socket",
+        "streams",
+    )
+
     def __init__(
         self,
         socket: trio.abc.Stream,
@@ -323,7 +352,7 @@ class Connection:
     ) -> None:
         self.socket = socket
         self.limits = limits
-        self.h2 = h2.connection.H2Connection(config)
+        self.h2 = _H2Connection(config)
         self.h2.remote_settings = _LeanSettings(client=not config.client_side)  # nothing received yet
         self._encoder = self.h2.encoder = HeaderEncoder()
         decoder = HeaderDecoder()
@@ -348,7 +377,8 @@ class Connection:
         self.lost: StreamClosed | None = None
         #: Calls that handed h2 HEADERS or DATA: the server's PING policy compares it from PING to PING.
         self.headers_and_data_sent = 0
-        self._ping_ack = trio.Event()
+        #: Set by the ACK of our keepalive PING in flight, if one is.
+        self._ping_ack: trio.Event | None = None
         #: Bytes of received messages this connection holds (see the memory budget above).
         self._held_bytes = 0
         self._shared_budget = shared_budget
@@ -539,7 +569,6 @@ class Connection:
         finally:
             self.nursery = None
             self._connection_lost("connection closed")
-            self.h2._frame_dispatch_table.clear()  # h2's one reference cycle: its table of bound methods
             await close_at_once(self.socket)
 
     async def _read_loop(self) -> None:
@@ -710,7 +739,8 @@ class Connection:
             stream._wake_senders()
 
     def _on_ping_ack(self, event: h2.events.PingAckReceived) -> None:
-        self._ping_ack.set()
+        if self._ping_ack is not None:
+            self._ping_ack.set()
 
     def _on_headers(self, event: Any) -> None:
         raise NotImplementedError
@@ -953,11 +983,11 @@ class Connection:
             await trio.sleep(interval)
             if self.lost is not None:  # h2 refuses to PING on a connection it has closed
                 return
-            self._ping_ack = trio.Event()
+            self._ping_ack = ack = trio.Event()
             self.h2.ping(b"trio-grp")
             self.flush_soon()
             with trio.move_on_after(timeout):
-                await self._ping_ack.wait()
+                await ack.wait()
                 continue
             log.info("keepalive PING not answered within %.1fs; closing the connection", timeout)
             self._connection_lost("keepalive timeout")
@@ -1005,6 +1035,48 @@ def _keep_streams_open_after_goaway(connection: h2.connection.H2Connection) -> N
     (no new streams after it), so an open connection stays open in h2's state machine.
     """
     connection.state_machine._transitions = _TRANSITIONS_KEEPING_STREAMS_OPEN
+
+
+class _FrameHandlers:
+    """h2's frame dispatch table, made when h2 looks a handler up (`_H2Connection`)."""
+
+    __slots__ = ("_connection",)
+
+    #: h2's own table, by method name.
+    _NAMES = {
+        hyperframe.frame.HeadersFrame: "_receive_headers_frame",
+        hyperframe.frame.PushPromiseFrame: "_receive_push_promise_frame",
+        hyperframe.frame.SettingsFrame: "_receive_settings_frame",
+        hyperframe.frame.DataFrame: "_receive_data_frame",
+        hyperframe.frame.WindowUpdateFrame: "_receive_window_update_frame",
+        hyperframe.frame.PingFrame: "_receive_ping_frame",
+        hyperframe.frame.RstStreamFrame: "_receive_rst_stream_frame",
+        hyperframe.frame.PriorityFrame: "_receive_priority_frame",
+        hyperframe.frame.GoAwayFrame: "_receive_goaway_frame",
+        hyperframe.frame.ContinuationFrame: "_receive_naked_continuation",
+        hyperframe.frame.AltSvcFrame: "_receive_alt_svc_frame",
+        hyperframe.frame.ExtensionFrame: "_receive_unknown_frame",
+    }
+
+    def __init__(self, connection: h2.connection.H2Connection) -> None:
+        self._connection = connection
+
+    def __getitem__(self, frame_type: type[hyperframe.frame.Frame]) -> Callable[[Any], Any]:
+        return getattr(self._connection, self._NAMES[frame_type])  # type: ignore[no-any-return]
+
+
+class _H2Connection(h2.connection.H2Connection):
+    """h2's connection, without its dict of a dozen bound methods per connection (about 1.4 KiB, and a
+    reference cycle that held every closed connection until the cyclic GC ran): the handler of each
+    received frame is looked up by name instead."""
+
+    @property  # type: ignore[override]
+    def _frame_dispatch_table(self) -> _FrameHandlers:
+        return _FrameHandlers(self)
+
+    @_frame_dispatch_table.setter
+    def _frame_dispatch_table(self, table: object) -> None:
+        """h2's __init__ builds its table: dropped at once."""
 
 
 class _SettingValues(list[Any]):
