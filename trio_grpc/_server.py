@@ -16,7 +16,7 @@ import os
 import re
 import socket as stdlib_socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, NoReturn
 
@@ -98,7 +98,8 @@ class ServicerContext:
         self._connection = connection
         self._stream = stream
         self._spec = spec
-        self._request_encoding = headers.get(b"grpc-encoding", b"identity").decode("ascii", "replace")
+        encoding = headers.get(b"grpc-encoding")  # one string less per call when there is none
+        self._request_encoding = "identity" if encoding is None else encoding.decode("ascii", "replace")
         self._accepted_encodings = parse_accept_encoding(headers.get(b"grpc-accept-encoding", b"identity"))
         self._response_encoding: str | None = None
         self._request_compressed = False
@@ -232,14 +233,16 @@ class ServicerContext:
             await trio.lowlevel.checkpoint()  # our scope was cancelled with the stream: raise Cancelled
             raise
 
-    async def _receive(self, schedule_point: bool = True) -> Message | None:
+    async def _receive(self, schedule_point: bool = True) -> Message:
+        """The next request; StopAsyncIteration once the client has ended its stream (what `async for`
+        over a `_RequestStream` takes, without a frame of its own in every waiting call's task)."""
         try:
             item = await self._stream.receive_message(schedule_point)
         except StreamClosed:
             await trio.lowlevel.checkpoint()
             raise
         if item is None:
-            return None
+            raise StopAsyncIteration
         return self._decode(item)
 
     def receive_nowait(self) -> Message | None:
@@ -301,11 +304,8 @@ class _RequestStream:
     def __aiter__(self) -> _RequestStream:
         return self
 
-    async def __anext__(self) -> Message:
-        message = await self._context._receive()
-        if message is None:
-            raise StopAsyncIteration
-        return message
+    def __anext__(self) -> Coroutine[Any, Any, Message]:
+        return self._context._receive()
 
 
 def _rpc_error_in(exc: BaseException) -> RpcError | None:
@@ -616,9 +616,9 @@ class ServerConnection(Connection):
         stream.on_reset = context._cancel
         try:
             if self._server._interceptors:
-                status = await self._run_level(context, self._intercepted, context, handler, 0)
+                status = await self._run_level(context, self._intercepted(context, handler, 0))
             else:
-                status = await self._run_level(context, self._call_handler, context, handler)
+                status = await self._run_level(context, self._call_handler(context, handler))
             rest = self._interrupted_sends.pop(stream.id, None)
             if rest is not None and not await self._finish_interrupted_send(context, rest):
                 return
@@ -651,9 +651,10 @@ class ServerConnection(Connection):
         return False
 
     async def _run_level(
-        self, context: ServicerContext, body: Callable[..., Awaitable[_Status | None]], *args: Any
+        self, context: ServicerContext, body: Coroutine[Any, Any, _Status | None]
     ) -> _Status:
-        """Run `body(*args)` in a cancel scope that holds the call's deadline and cancellation; its status.
+        """Run `body` in a cancel scope that holds the call's deadline and cancellation; its status. (A
+        coroutine not yet started rather than a function and its arguments: a waiting call holds less.)
 
         Without interceptors there is one level: the handler. Each interceptor adds one around the levels
         inside it: while an inner level runs, it holds the deadline and is what a reset or shutdown cancels,
@@ -664,12 +665,13 @@ class ServerConnection(Connection):
         outer = context._scope
         if outer is not None:
             if outer.cancel_called:  # reset or shut down before this level began
+                body.close()  # never started
                 return self._cancelled_status(context)
             outer.deadline = math.inf
         scope = context._scope = trio.CancelScope(deadline=context.deadline)
         try:
             with scope:
-                status = await body(*args) or _OK
+                status = await body or _OK
         # Outside the scope: an exception group from a handler's nursery that also held our scope's
         # Cancelled comes out of the scope without it, and must not escape into the connection.
         except Exception as exc:
@@ -697,9 +699,9 @@ class ServerConnection(Connection):
         interceptors = self._server._interceptors
         async with interceptors[index](context):
             if index + 1 < len(interceptors):
-                status = await self._run_level(context, self._intercepted, context, handler, index + 1)
+                status = await self._run_level(context, self._intercepted(context, handler, index + 1))
             else:
-                status = await self._run_level(context, self._call_handler, context, handler)
+                status = await self._run_level(context, self._call_handler(context, handler))
             context.status_code, context.status_message = status[0], status[1]
         return status
 
@@ -711,9 +713,10 @@ class ServerConnection(Connection):
             request: Any = _RequestStream(context)
         else:
             # No schedule point: this task has only just started, it has no one to be fair to.
-            request = await context._receive(schedule_point=False)
-            if request is None:
-                raise RpcError(StatusCode.INTERNAL, "the client sent no request message")
+            try:
+                request = await context._receive(schedule_point=False)
+            except StopAsyncIteration:
+                raise RpcError(StatusCode.INTERNAL, "the client sent no request message") from None
         response = await handler(request, context)
         if context._code is not None and context._code != StatusCode.OK:  # set_code(), as in grpcio
             return context._code, context._details, None
