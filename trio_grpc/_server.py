@@ -53,8 +53,19 @@ _RESPONSE_HEADERS = (*_HTTP_OK, (b"grpc-accept-encoding", ACCEPT_ENCODING))
 _STATUS = {code: tuple(status_headers(code, "", None)) for code in StatusCode}  # grpc-status alone
 _TRAILERS_ONLY = {code: _HTTP_OK + _STATUS[code] for code in StatusCode}
 _OK: _Status = (StatusCode.OK, "", None)
-# One name for every call's task: trio would otherwise format one string per task.
+# One name for every call's task and every connection's: trio would otherwise format one string per task.
 _CALL_TASK_NAME = "trio_grpc call"
+_CONNECTION_TASK_NAME = "trio_grpc connection"
+# h2 takes a malformed request for a connection error; `_on_headers` checks requests itself
+# (`_inspect_headers`) and resets just that stream, as RFC 9113 8.1.1 asks: other calls carry on.
+# h2 only reads its configuration: one serves every connection.
+_H2_CONFIG = h2.config.H2Configuration(
+    client_side=False,
+    header_encoding=None,
+    validate_inbound_headers=False,
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+)
 
 
 class ServicerContext:
@@ -409,16 +420,7 @@ class ServerConnection(Connection):
     _EVENT_HANDLERS = {**Connection._EVENT_HANDLERS, h2.events.PingReceived: "_on_ping"}
 
     def __init__(self, server: Server, socket: trio.abc.Stream, peer: str) -> None:
-        # h2 takes a malformed request for a connection error; `_on_headers` checks requests itself
-        # (`_inspect_headers`) and resets just that stream, as RFC 9113 8.1.1 asks: other calls carry on.
-        config = h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_inbound_headers=False,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
-        super().__init__(socket, config, server.settings, server._memory_budget)
+        super().__init__(socket, _H2_CONFIG, server.settings, server._memory_budget)
         self._server = server
         self.peer = peer
         self.calls: dict[int, ServicerContext] = {}
@@ -944,7 +946,7 @@ class Server:
         connection = ServerConnection(self, stream, peer)
         self._connections.add(connection)
         self._add_idle(connection)
-        nursery.start_soon(self._serve_connection, connection)
+        nursery.start_soon(self._serve_connection, connection, name=_CONNECTION_TASK_NAME)
 
     async def _make_room(self) -> None:
         """Return once one more connection fits under max_connections.

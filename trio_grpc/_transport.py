@@ -85,6 +85,8 @@ _DATA_SENDING_STATES = frozenset({h2.stream.StreamState.OPEN, h2.stream.StreamSt
 _END_STREAM_FLAG = 0x1 << 32  # END_STREAM in a frame header taken as a 72-bit integer (flags: bits 32-39)
 
 
+_WRITER_TASK_NAME = "trio_grpc writer"
+
 _E = TypeVar("_E", bound=BaseException)
 
 
@@ -369,7 +371,8 @@ class Connection:
         #: Of `_outgoing_size`, at most this much was queued in answer to what the peer sent (ACKs, resets).
         self._answers_size = 0
         self._writer_lot = trio.lowlevel.ParkingLot()
-        self._drained_lot = trio.lowlevel.ParkingLot()
+        #: Where senders wait for the socket to drain; made by the first that has to.
+        self._drained_lot: trio.lowlevel.ParkingLot | None = None
         self._closing = False
         self._writer_finished = trio.Event()
         self._unsent_connection_credit = 0
@@ -541,13 +544,16 @@ class Connection:
                     return
                 self._outgoing_size -= len(data)
                 self._answers_size = min(self._answers_size, self._outgoing_size)
-                self._drained_lot.unpark_all()
+                if self._drained_lot:
+                    self._drained_lot.unpark_all()
         finally:
             self._writer_finished.set()
             await close_at_once(socket)  # also ends the read loop, if it still waits
 
     async def _wait_for_drain(self) -> None:
         while self._outgoing_size > self.limits.write_buffer_size and self.lost is None:
+            if self._drained_lot is None:
+                self._drained_lot = trio.lowlevel.ParkingLot()
             await self._drained_lot.park()
 
     # -- reading ---------------------------------------------------------------------------------------
@@ -558,7 +564,7 @@ class Connection:
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
-                nursery.start_soon(self._write_loop)
+                nursery.start_soon(self._write_loop, name=_WRITER_TASK_NAME)  # not a string per connection
                 if self.limits.keepalive_time is not None:
                     nursery.start_soon(self._keepalive_loop, self.limits.keepalive_time)
                 await self._read_loop()
@@ -953,7 +959,8 @@ class Connection:
         self.lost = StreamClosed(reason)
         self._closing = True
         self._writer_lot.unpark_all()
-        self._drained_lot.unpark_all()
+        if self._drained_lot:
+            self._drained_lot.unpark_all()
         for stream in list(self.streams.values()):
             stream._close(self.lost)
         for stream in self._pending_streams.values():  # never to be sent: not kept until the streams go
