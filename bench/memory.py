@@ -7,9 +7,10 @@ For each server (its own process, as in `bench.run`), printed in MiB of VmRSS re
 - base:  after start and one call;
 - idle:  with --connections HTTP/2 connections open (preface and SETTINGS exchanged, no stream), and the
          cost per connection;
-- open streams: --streams FullDuplexCall streams over 10 connections, each with its request headers sent
-         and nothing else, so every handler waits for its first message (MiB per 1,000 streams, the 10
-         connections' own cost taken off), in a server process of its own;
+- open streams: --streams FullDuplexCall streams, each with its request headers sent and nothing else, so
+         every handler waits for its first message (MiB per 1,000 streams, the connections' own cost taken
+         off), in a server process of its own. They are spread over 10 connections, or over more where the
+         server's SETTINGS_MAX_CONCURRENT_STREAMS allows fewer per connection (grpclib's 100);
 - slow:  with --slow-readers connections, each with one StreamingOutputCall asking for --slow-mib MiB of
          64 KiB messages, whose client grants an unbounded flow-control window but then never reads its
          socket: only the server's own write buffering stands between the responses and its memory
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import h2.config
 import h2.connection
+import h2.events
 import h2.settings
 
 from bench.run import LABELS, server_process
@@ -77,8 +79,17 @@ class RawClient:
     def handshake(self) -> None:
         """Read the server's SETTINGS and acknowledge them, as a real client would before going quiet."""
         self.sock.settimeout(5)
-        self.h2.receive_data(self.sock.recv(65536))
+        while not any(
+            isinstance(event, h2.events.RemoteSettingsChanged)
+            for event in self.h2.receive_data(self.sock.recv(65536))
+        ):
+            pass
         self.sock.sendall(self.h2.data_to_send())
+
+    @property
+    def max_concurrent_streams(self) -> int:
+        """What the server advertised (h2 refuses to open a stream past it)."""
+        return int(self.h2.remote_settings.max_concurrent_streams)
 
     def open_stream(self, path: str) -> int:
         stream_id = self.h2.get_next_available_stream_id()
@@ -112,14 +123,21 @@ def measure_streams(name: str, args: argparse.Namespace, pin: list[str]) -> dict
     load would otherwise be handed back to the streams, and they would seem to cost nothing."""
     figures: dict[str, float] = {}
     with server_process(name, pin) as (process, port):
-        holders = [RawClient(port) for _ in range(_STREAM_CONNECTIONS)]
-        for client in holders:
+        holders = [RawClient(port)]
+        holders[0].handshake()
+        per_connection = min(holders[0].max_concurrent_streams, -(-args.streams // _STREAM_CONNECTIONS))
+        holders += [RawClient(port) for _ in range(-(-args.streams // per_connection) - 1)]
+        for client in holders[1:]:
             client.handshake()
-        holders[0].call(UNARY_PATH, frame(b""))  # whatever a first call loads is not the streams' cost
+        figures["stream_connections"] = len(holders)
+        warm = RawClient(port)  # whatever a first call loads is not the streams' cost
+        warm.handshake()
+        warm.call(UNARY_PATH, frame(b""))  # on a connection of its own: its stream stays open for h2
         time.sleep(0.5)
+        warm.close()
         figures["streams_base"] = memory(process.pid)[0]
         for index in range(args.streams):
-            holders[index % _STREAM_CONNECTIONS].open_stream(DUPLEX_PATH)
+            holders[index % len(holders)].open_stream(DUPLEX_PATH)
         time.sleep(args.hold)
         figures["streams"] = memory(process.pid)[0]
         for client in holders:
@@ -183,7 +201,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--servers", default=",".join(installed_servers()), help=f"subset of {SERVERS} (default: installed)"
     )
     parser.add_argument("--connections", type=int, default=1000, help="idle connections (default 1000)")
-    parser.add_argument("--streams", type=int, default=1000, help="open streams, over 10 connections (1000)")
+    parser.add_argument("--streams", type=int, default=1000, help="open streams (1000)")
     parser.add_argument("--slow-readers", type=int, default=10, help="slow-reader connections (default 10)")
     parser.add_argument("--slow-mib", type=int, default=64, help="MiB each slow reader asks for (default 64)")
     parser.add_argument("--hold", type=float, default=3.0, help="seconds to hold each load (default 3)")
@@ -225,7 +243,9 @@ def memory_table(
         header.append("idle / streams vs grpc.aio")
     note = (
         f"# {args.connections} idle connections; {args.streams} open streams over {_STREAM_CONNECTIONS} "
-        f"connections; slow readers: {args.slow_readers} connections x one call asking {args.slow_mib} MiB, "
+        "connections (more where a server allows fewer streams per connection: "
+        + ", ".join(f"{LABELS[n]} {f['stream_connections']:.0f}" for n, f in figures.items())
+        + f"); slow readers: {args.slow_readers} connections x one call asking {args.slow_mib} MiB, "
         f"never read, peak RSS over {args.hold:g} s"
     )
     return note + "\n" + format_table(header, rows, markdown)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import hpack
+import hpack.table
 
 Header = tuple[bytes, bytes]
 #: A constant header list: a tuple, so that it can key the cache.
@@ -43,6 +44,25 @@ _END_STREAM = 0x1
 _END_HEADERS = 0x4
 
 
+class _DynamicEntries(list[Header]):
+    """An HPACK dynamic table's entries, newest first, in a list instead of hpack's deque.
+
+    An empty deque takes 760 bytes, and every connection has two tables, most of them empty or nearly (an
+    idle connection, a client's few constant fields). hpack only indexes, iterates, `clear`s, `pop`s the
+    oldest and `appendleft`s the newest: a table holds at most a few hundred entries, so the insert at the
+    front is a short memmove.
+    """
+
+    __slots__ = ()
+
+    def appendleft(self, entry: Header) -> None:
+        self.insert(0, entry)
+
+
+def _lean_table(table: hpack.table.HeaderTable) -> None:
+    table.dynamic_entries = _DynamicEntries()  # type: ignore[assignment]
+
+
 class HeaderEncoder(hpack.Encoder):
     """h2's HPACK encoder, with the blocks of constant header lists kept for reuse.
 
@@ -53,6 +73,7 @@ class HeaderEncoder(hpack.Encoder):
 
     def __init__(self) -> None:
         super().__init__()
+        _lean_table(self.header_table)
         self._blocks: dict[ConstantHeaders, tuple[bytes, int, object]] = {}
         #: (constant, rest): what h2's next `encode` call encodes with `encode_block` (then cleared).
         self.next_block: tuple[ConstantHeaders, Sequence[Header]] | None = None
@@ -94,6 +115,7 @@ class HeaderDecoder(hpack.Decoder):
 
     def __init__(self) -> None:
         super().__init__()
+        _lean_table(self.header_table)
         self._blocks: dict[bytes, tuple[Any, int, object, int]] | None = None  # allocated on first use
 
     def decode(self, data: bytes, raw: bool = False) -> Any:

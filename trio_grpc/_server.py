@@ -16,7 +16,7 @@ import os
 import re
 import socket as stdlib_socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, NoReturn
 
@@ -53,6 +53,19 @@ _RESPONSE_HEADERS = (*_HTTP_OK, (b"grpc-accept-encoding", ACCEPT_ENCODING))
 _STATUS = {code: tuple(status_headers(code, "", None)) for code in StatusCode}  # grpc-status alone
 _TRAILERS_ONLY = {code: _HTTP_OK + _STATUS[code] for code in StatusCode}
 _OK: _Status = (StatusCode.OK, "", None)
+# One name for every call's task and every connection's: trio would otherwise format one string per task.
+_CALL_TASK_NAME = "trio_grpc call"
+_CONNECTION_TASK_NAME = "trio_grpc connection"
+# h2 takes a malformed request for a connection error; `_on_headers` checks requests itself
+# (`_inspect_headers`) and resets just that stream, as RFC 9113 8.1.1 asks: other calls carry on.
+# h2 only reads its configuration: one serves every connection.
+_H2_CONFIG = h2.config.H2Configuration(
+    client_side=False,
+    header_encoding=None,
+    validate_inbound_headers=False,
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+)
 
 
 class ServicerContext:
@@ -96,7 +109,8 @@ class ServicerContext:
         self._connection = connection
         self._stream = stream
         self._spec = spec
-        self._request_encoding = headers.get(b"grpc-encoding", b"identity").decode("ascii", "replace")
+        encoding = headers.get(b"grpc-encoding")  # one string less per call when there is none
+        self._request_encoding = "identity" if encoding is None else encoding.decode("ascii", "replace")
         self._accepted_encodings = parse_accept_encoding(headers.get(b"grpc-accept-encoding", b"identity"))
         self._response_encoding: str | None = None
         self._request_compressed = False
@@ -230,14 +244,16 @@ class ServicerContext:
             await trio.lowlevel.checkpoint()  # our scope was cancelled with the stream: raise Cancelled
             raise
 
-    async def _receive(self, schedule_point: bool = True) -> Message | None:
+    async def _receive(self, schedule_point: bool = True) -> Message:
+        """The next request; StopAsyncIteration once the client has ended its stream (what `async for`
+        over a `_RequestStream` takes, without a frame of its own in every waiting call's task)."""
         try:
             item = await self._stream.receive_message(schedule_point)
         except StreamClosed:
             await trio.lowlevel.checkpoint()
             raise
         if item is None:
-            return None
+            raise StopAsyncIteration
         return self._decode(item)
 
     def receive_nowait(self) -> Message | None:
@@ -299,11 +315,8 @@ class _RequestStream:
     def __aiter__(self) -> _RequestStream:
         return self
 
-    async def __anext__(self) -> Message:
-        message = await self._context._receive()
-        if message is None:
-            raise StopAsyncIteration
-        return message
+    def __anext__(self) -> Coroutine[Any, Any, Message]:
+        return self._context._receive()
 
 
 def _rpc_error_in(exc: BaseException) -> RpcError | None:
@@ -389,25 +402,30 @@ def _why_malformed(headers: list[tuple[bytes, bytes]]) -> str:
 
 
 class ServerConnection(Connection):
+    __slots__ = (
+        "_deadline_scope",
+        "_draining",
+        "_handshake_done",
+        "_interrupted_sends",
+        "_last_ping",
+        "_ping_strikes",
+        "_reset_window_end",
+        "_resets_in_window",
+        "_sent_at_last_ping",
+        "_server",
+        "calls",
+        "idle_since",
+        "peer",
+    )
     _EVENT_HANDLERS = {**Connection._EVENT_HANDLERS, h2.events.PingReceived: "_on_ping"}
 
     def __init__(self, server: Server, socket: trio.abc.Stream, peer: str) -> None:
-        # h2 takes a malformed request for a connection error; `_on_headers` checks requests itself
-        # (`_inspect_headers`) and resets just that stream, as RFC 9113 8.1.1 asks: other calls carry on.
-        config = h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_inbound_headers=False,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
-        super().__init__(socket, config, server.settings, server._memory_budget)
+        super().__init__(socket, _H2_CONFIG, server.settings, server._memory_budget)
         self._server = server
         self.peer = peer
         self.calls: dict[int, ServicerContext] = {}
         #: The unsent rest of a message, by stream id, whose send the handler's end interrupted.
         self._interrupted_sends: dict[int, memoryview] = {}
-        self._calls_nursery: trio.Nursery | None = None
         self._draining = False
         #: The peer's first SETTINGS arrived: it speaks HTTP/2.
         self._handshake_done = False
@@ -417,8 +435,9 @@ class ServerConnection(Connection):
         self._deadline_scope.deadline = trio.current_time() + server.settings.handshake_timeout
         self._resets_in_window = 0
         self._reset_window_end = 0.0
-        #: Its deadline is max_connection_idle after the last stream ended; inf while streams are open.
-        self._idle_scope = trio.CancelScope()
+        #: When the last stream ended (or the connection was accepted): the server's idle timer counts
+        #: max_connection_idle from it (`Server._expire_idle_connections`).
+        self.idle_since = trio.current_time()
         self._ping_strikes = 0
         self._last_ping = -math.inf
         self._sent_at_last_ping = 0
@@ -435,12 +454,7 @@ class ServerConnection(Connection):
             # with REFUSED_STREAM instead (RFC 9113 5.1.2 allows both), so that the calls in flight carry on.
             self.h2.local_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = 2**31 - 1
             self.h2.local_settings.acknowledge()  # in effect at once, and never sent to the peer
-            async with trio.open_nursery() as nursery:
-                self._calls_nursery = nursery
-                if settings.max_connection_idle is not None:
-                    self._idle_scope.deadline = trio.current_time() + settings.max_connection_idle
-                    nursery.start_soon(self._close_when_idle)
-                await super().run()
+            await super().run()  # the calls' tasks run in its nursery, beside the writer
         if self._deadline_scope.cancelled_caught and not self._draining:
             log.info(
                 "%s: no TLS handshake and HTTP/2 SETTINGS within %.1fs; closed",
@@ -527,8 +541,6 @@ class ServerConnection(Connection):
         stream = Stream(self, stream_id)
         stream.headers = event.headers
         self.streams[stream_id] = stream
-        if self._idle_scope.deadline != math.inf:  # the setter is not free: this runs for every request
-            self._idle_scope.deadline = math.inf
         headers = dict(event.headers)
         refusal = self._refusal(headers, header_list_size)
         if refusal is not None:
@@ -550,8 +562,8 @@ class ServerConnection(Connection):
             deadline = trio.current_time() + parse_timeout(raw_timeout)  # validated by _refusal
         context = ServicerContext(self, stream, spec, headers, deadline)
         self.calls[stream_id] = context
-        assert self._calls_nursery is not None
-        self._calls_nursery.start_soon(self._run_call, context, handler)
+        assert self.nursery is not None  # events are handled only while `run` reads
+        self.nursery.start_soon(self._run_call, context, handler, name=_CALL_TASK_NAME)
 
     def _refusal(
         self, headers: dict[bytes, bytes], header_list_size: int
@@ -606,9 +618,9 @@ class ServerConnection(Connection):
         stream.on_reset = context._cancel
         try:
             if self._server._interceptors:
-                status = await self._run_level(context, self._intercepted, context, handler, 0)
+                status = await self._run_level(context, self._intercepted(context, handler, 0))
             else:
-                status = await self._run_level(context, self._call_handler, context, handler)
+                status = await self._run_level(context, self._call_handler(context, handler))
             rest = self._interrupted_sends.pop(stream.id, None)
             if rest is not None and not await self._finish_interrupted_send(context, rest):
                 return
@@ -641,9 +653,10 @@ class ServerConnection(Connection):
         return False
 
     async def _run_level(
-        self, context: ServicerContext, body: Callable[..., Awaitable[_Status | None]], *args: Any
+        self, context: ServicerContext, body: Coroutine[Any, Any, _Status | None]
     ) -> _Status:
-        """Run `body(*args)` in a cancel scope that holds the call's deadline and cancellation; its status.
+        """Run `body` in a cancel scope that holds the call's deadline and cancellation; its status. (A
+        coroutine not yet started rather than a function and its arguments: a waiting call holds less.)
 
         Without interceptors there is one level: the handler. Each interceptor adds one around the levels
         inside it: while an inner level runs, it holds the deadline and is what a reset or shutdown cancels,
@@ -654,12 +667,13 @@ class ServerConnection(Connection):
         outer = context._scope
         if outer is not None:
             if outer.cancel_called:  # reset or shut down before this level began
+                body.close()  # never started
                 return self._cancelled_status(context)
             outer.deadline = math.inf
         scope = context._scope = trio.CancelScope(deadline=context.deadline)
         try:
             with scope:
-                status = await body(*args) or _OK
+                status = await body or _OK
         # Outside the scope: an exception group from a handler's nursery that also held our scope's
         # Cancelled comes out of the scope without it, and must not escape into the connection.
         except Exception as exc:
@@ -687,9 +701,9 @@ class ServerConnection(Connection):
         interceptors = self._server._interceptors
         async with interceptors[index](context):
             if index + 1 < len(interceptors):
-                status = await self._run_level(context, self._intercepted, context, handler, index + 1)
+                status = await self._run_level(context, self._intercepted(context, handler, index + 1))
             else:
-                status = await self._run_level(context, self._call_handler, context, handler)
+                status = await self._run_level(context, self._call_handler(context, handler))
             context.status_code, context.status_message = status[0], status[1]
         return status
 
@@ -701,9 +715,10 @@ class ServerConnection(Connection):
             request: Any = _RequestStream(context)
         else:
             # No schedule point: this task has only just started, it has no one to be fair to.
-            request = await context._receive(schedule_point=False)
-            if request is None:
-                raise RpcError(StatusCode.INTERNAL, "the client sent no request message")
+            try:
+                request = await context._receive(schedule_point=False)
+            except StopAsyncIteration:
+                raise RpcError(StatusCode.INTERNAL, "the client sent no request message") from None
         response = await handler(request, context)
         if context._code is not None and context._code != StatusCode.OK:  # set_code(), as in grpcio
             return context._code, context._details, None
@@ -732,24 +747,13 @@ class ServerConnection(Connection):
         if self._draining:
             self.close()
             return
-        idle = self._server.settings.max_connection_idle
-        if idle is not None:
-            self._idle_scope.deadline = trio.current_time() + idle
+        self.idle_since = trio.current_time()
         self._server._connection_went_idle(self)
 
     @property
     def is_idle(self) -> bool:
         """No stream open, and not going away: what eviction at the cap may close."""
         return not self.streams and not self._draining and self.lost is None
-
-    def _on_connection_lost(self) -> None:
-        self._idle_scope.cancel()
-
-    async def _close_when_idle(self) -> None:
-        with self._idle_scope:
-            await trio.sleep_forever()
-        if self.lost is None:
-            self.close_idle("idle for max_connection_idle")
 
     def close_idle(self, reason: str) -> None:
         """GOAWAY and close a connection without streams; the peer gets a moment to read the GOAWAY."""
@@ -817,6 +821,8 @@ class Server:
         self._idle_order: collections.OrderedDict[ServerConnection, None] = collections.OrderedDict()
         #: Woken when a connection ends or goes idle: what a new connection waits for at the cap.
         self._vacancy = trio.lowlevel.ParkingLot()
+        #: Where the idle timer waits while no connection is idle.
+        self._no_idle_connection = trio.lowlevel.ParkingLot()
         self._shutdown_started = trio.Event()
         self._shutdown_callbacks: list[Callable[[], None]] = []
         self._serving = 0
@@ -891,6 +897,11 @@ class Server:
                 async with trio.open_nursery() as accept_nursery:
                     for listener in listeners:
                         accept_nursery.start_soon(self._accept_loop, listener, tls, nursery)
+                    # One per serve_* call, all over the same connections: a second one changes nothing.
+                    if self.settings.max_connection_idle is not None:
+                        accept_nursery.start_soon(
+                            self._expire_idle_connections, self.settings.max_connection_idle
+                        )
                     task_status.started(started)
                     await self._shutdown_started.wait()
                     accept_nursery.cancel_scope.cancel()
@@ -934,8 +945,8 @@ class Server:
         stream = socket_stream if tls is None else trio.SSLStream(socket_stream, tls, server_side=True)
         connection = ServerConnection(self, stream, peer)
         self._connections.add(connection)
-        self._idle_order[connection] = None
-        nursery.start_soon(self._serve_connection, connection)
+        self._add_idle(connection)
+        nursery.start_soon(self._serve_connection, connection, name=_CONNECTION_TASK_NAME)
 
     async def _make_room(self) -> None:
         """Return once one more connection fits under max_connections.
@@ -965,10 +976,39 @@ class Server:
             await self._vacancy.park()
 
     def _connection_went_idle(self, connection: ServerConnection) -> None:
-        self._idle_order[connection] = None
-        self._idle_order.move_to_end(connection)
+        self._add_idle(connection)
         if self._vacancy:
             self._vacancy.unpark_all()
+
+    def _add_idle(self, connection: ServerConnection) -> None:
+        self._idle_order[connection] = None
+        self._idle_order.move_to_end(connection)
+        if self._no_idle_connection:
+            self._no_idle_connection.unpark_all()
+
+    async def _expire_idle_connections(self, idle_time: float) -> None:
+        """The idle timer of every connection: one task per server instead of one per connection (a task
+        and its cancel scope were the largest part of an idle connection's memory)."""
+        while True:
+            deadline = self._close_expired_idle(idle_time)
+            if deadline is None:
+                await self._no_idle_connection.park()
+            else:
+                await trio.sleep_until(deadline)
+
+    def _close_expired_idle(self, idle_time: float) -> float | None:
+        """Close the connections idle for `idle_time`; when the next one expires (None: none is idle).
+
+        `_idle_order` holds the idle connections in the order they went idle, all for the same time, so
+        the first one expires first. (A function of its own, so that no local of the timer task keeps a
+        closed connection alive while it sleeps.)"""
+        now = trio.current_time()
+        while (connection := self._longest_idle()) is not None:
+            deadline = connection.idle_since + idle_time
+            if deadline > now:
+                return deadline
+            connection.close_idle("idle for max_connection_idle")  # no longer idle: it leaves the order
+        return None
 
     async def _serve_connection(self, connection: ServerConnection) -> None:
         log.info("%s: connected", connection.peer)

@@ -33,7 +33,7 @@ Theory of operation:
   a stream first check that h2 still has it open.
 - Memory comes back at once: nothing here forms a reference cycle that outlives the connection (stored
   exceptions are raised as fresh copies, whose tracebacks would otherwise hold the frames holding the stream;
-  the event dispatch table is per class, not a dict of bound methods; h2's own cycle is broken at the end).
+  the event dispatch tables, ours and h2's, are per class, not dicts of bound methods).
 - Send backpressure: `send_data` queues what the peer's windows allow at once (less what is queued already)
   and waits for WINDOW_UPDATE only once a window is empty, never for room for a whole message (peers credit
   only after part of a window is consumed); a send interrupted half-way resets the stream. It also waits while
@@ -84,6 +84,8 @@ ErrorCodes = h2.errors.ErrorCodes
 _DATA_SENDING_STATES = frozenset({h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_REMOTE})
 _END_STREAM_FLAG = 0x1 << 32  # END_STREAM in a frame header taken as a 72-bit integer (flags: bits 32-39)
 
+
+_WRITER_TASK_NAME = "trio_grpc writer"
 
 _E = TypeVar("_E", bound=BaseException)
 
@@ -314,6 +316,35 @@ class Connection:
     Subclasses (server and client) handle the events that open and answer streams.
     """
 
+    # One per connection, and more than the 30 attributes CPython shares an instance dict's keys for: slots
+    # save about 1.3 KiB each. `__dict__` stays, so that a subclass or a test may still add its own.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_answers_size",
+        "_closing",
+        "_credit_withheld",
+        "_drained_lot",
+        "_encoder",
+        "_held_bytes",
+        "_outgoing",
+        "_outgoing_size",
+        "_pending_streams",
+        "_pending_total",
+        "_ping_ack",
+        "_shared_budget",
+        "_unsent_connection_credit",
+        "_writer_finished",
+        "_writer_lot",
+        "h2",
+        "headers_and_data_sent",
+        "limits",
+        "lost",
+        "nursery",
+        "socket",
+        "streams",
+    )
+
     def __init__(
         self,
         socket: trio.abc.Stream,
@@ -323,7 +354,7 @@ class Connection:
     ) -> None:
         self.socket = socket
         self.limits = limits
-        self.h2 = h2.connection.H2Connection(config)
+        self.h2 = _H2Connection(config)
         self.h2.remote_settings = _LeanSettings(client=not config.client_side)  # nothing received yet
         self._encoder = self.h2.encoder = HeaderEncoder()
         decoder = HeaderDecoder()
@@ -340,7 +371,8 @@ class Connection:
         #: Of `_outgoing_size`, at most this much was queued in answer to what the peer sent (ACKs, resets).
         self._answers_size = 0
         self._writer_lot = trio.lowlevel.ParkingLot()
-        self._drained_lot = trio.lowlevel.ParkingLot()
+        #: Where senders wait for the socket to drain; made by the first that has to.
+        self._drained_lot: trio.lowlevel.ParkingLot | None = None
         self._closing = False
         self._writer_finished = trio.Event()
         self._unsent_connection_credit = 0
@@ -348,11 +380,14 @@ class Connection:
         self.lost: StreamClosed | None = None
         #: Calls that handed h2 HEADERS or DATA: the server's PING policy compares it from PING to PING.
         self.headers_and_data_sent = 0
-        self._ping_ack = trio.Event()
+        #: Set by the ACK of our keepalive PING in flight, if one is.
+        self._ping_ack: trio.Event | None = None
         #: Bytes of received messages this connection holds (see the memory budget above).
         self._held_bytes = 0
         self._shared_budget = shared_budget
         self._credit_withheld = False
+        #: Where the connection's tasks run, while `run` does.
+        self.nursery: trio.Nursery | None = None
 
     #: Which method handles which h2 event; resolved per class, so that subclasses override by name.
     _EVENT_HANDLERS: dict[type[Any], str] = {
@@ -509,22 +544,27 @@ class Connection:
                     return
                 self._outgoing_size -= len(data)
                 self._answers_size = min(self._answers_size, self._outgoing_size)
-                self._drained_lot.unpark_all()
+                if self._drained_lot:
+                    self._drained_lot.unpark_all()
         finally:
             self._writer_finished.set()
             await close_at_once(socket)  # also ends the read loop, if it still waits
 
     async def _wait_for_drain(self) -> None:
         while self._outgoing_size > self.limits.write_buffer_size and self.lost is None:
+            if self._drained_lot is None:
+                self._drained_lot = trio.lowlevel.ParkingLot()
             await self._drained_lot.park()
 
     # -- reading ---------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Serve the connection until it closes. Subclasses wrap this with their own tasks."""
+        """Serve the connection until it closes. Subclasses start their own tasks in `nursery` (one nursery
+        per connection: each costs about a kilobyte) and wrap this with what must come before and after."""
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_loop)
+                self.nursery = nursery
+                nursery.start_soon(self._write_loop, name=_WRITER_TASK_NAME)  # not a string per connection
                 if self.limits.keepalive_time is not None:
                     nursery.start_soon(self._keepalive_loop, self.limits.keepalive_time)
                 await self._read_loop()
@@ -533,8 +573,8 @@ class Connection:
                     await self._writer_finished.wait()
                 nursery.cancel_scope.cancel()
         finally:
+            self.nursery = None
             self._connection_lost("connection closed")
-            self.h2._frame_dispatch_table.clear()  # h2's one reference cycle: its table of bound methods
             await close_at_once(self.socket)
 
     async def _read_loop(self) -> None:
@@ -705,7 +745,8 @@ class Connection:
             stream._wake_senders()
 
     def _on_ping_ack(self, event: h2.events.PingAckReceived) -> None:
-        self._ping_ack.set()
+        if self._ping_ack is not None:
+            self._ping_ack.set()
 
     def _on_headers(self, event: Any) -> None:
         raise NotImplementedError
@@ -918,7 +959,8 @@ class Connection:
         self.lost = StreamClosed(reason)
         self._closing = True
         self._writer_lot.unpark_all()
-        self._drained_lot.unpark_all()
+        if self._drained_lot:
+            self._drained_lot.unpark_all()
         for stream in list(self.streams.values()):
             stream._close(self.lost)
         for stream in self._pending_streams.values():  # never to be sent: not kept until the streams go
@@ -948,11 +990,11 @@ class Connection:
             await trio.sleep(interval)
             if self.lost is not None:  # h2 refuses to PING on a connection it has closed
                 return
-            self._ping_ack = trio.Event()
+            self._ping_ack = ack = trio.Event()
             self.h2.ping(b"trio-grp")
             self.flush_soon()
             with trio.move_on_after(timeout):
-                await self._ping_ack.wait()
+                await ack.wait()
                 continue
             log.info("keepalive PING not answered within %.1fs; closing the connection", timeout)
             self._connection_lost("keepalive timeout")
@@ -1002,13 +1044,51 @@ def _keep_streams_open_after_goaway(connection: h2.connection.H2Connection) -> N
     connection.state_machine._transitions = _TRANSITIONS_KEEPING_STREAMS_OPEN
 
 
-class _SettingValues(list[Any]):
-    """One setting's values, the one in force first, then those sent or received and not yet acknowledged.
+class _FrameHandlers:
+    """h2's frame dispatch table, made when h2 looks a handler up (`_H2Connection`)."""
 
-    h2 keeps them in a deque, which allocates room for 64 values at once (about 600 bytes): for the one or
-    two values a setting ever has, a third of an idle connection's memory. h2 only takes `[0]`, `len`,
-    `append` and `popleft`.
-    """
+    __slots__ = ("_connection",)
+
+    #: h2's own table, by method name.
+    _NAMES = {
+        hyperframe.frame.HeadersFrame: "_receive_headers_frame",
+        hyperframe.frame.PushPromiseFrame: "_receive_push_promise_frame",
+        hyperframe.frame.SettingsFrame: "_receive_settings_frame",
+        hyperframe.frame.DataFrame: "_receive_data_frame",
+        hyperframe.frame.WindowUpdateFrame: "_receive_window_update_frame",
+        hyperframe.frame.PingFrame: "_receive_ping_frame",
+        hyperframe.frame.RstStreamFrame: "_receive_rst_stream_frame",
+        hyperframe.frame.PriorityFrame: "_receive_priority_frame",
+        hyperframe.frame.GoAwayFrame: "_receive_goaway_frame",
+        hyperframe.frame.ContinuationFrame: "_receive_naked_continuation",
+        hyperframe.frame.AltSvcFrame: "_receive_alt_svc_frame",
+        hyperframe.frame.ExtensionFrame: "_receive_unknown_frame",
+    }
+
+    def __init__(self, connection: h2.connection.H2Connection) -> None:
+        self._connection = connection
+
+    def __getitem__(self, frame_type: type[hyperframe.frame.Frame]) -> Callable[[Any], Any]:
+        return getattr(self._connection, self._NAMES[frame_type])  # type: ignore[no-any-return]
+
+
+class _H2Connection(h2.connection.H2Connection):
+    """h2's connection, without its dict of a dozen bound methods per connection (about 1.4 KiB, and a
+    reference cycle that held every closed connection until the cyclic GC ran): the handler of each
+    received frame is looked up by name instead."""
+
+    @property  # type: ignore[override]
+    def _frame_dispatch_table(self) -> _FrameHandlers:
+        return _FrameHandlers(self)
+
+    @_frame_dispatch_table.setter
+    def _frame_dispatch_table(self, table: object) -> None:
+        """h2's __init__ builds its table: dropped at once."""
+
+
+class _SettingValues(list[Any]):
+    """A setting's values while a new one waits for acknowledgement: the one in force first, then those
+    sent or received and not yet acknowledged. h2 only takes `[0]`, `len`, `append` and `popleft`."""
 
     __slots__ = ()
 
@@ -1017,18 +1097,44 @@ class _SettingValues(list[Any]):
 
 
 class _LeanSettings(h2.settings.Settings):
-    """h2's Settings, each setting's values in a `_SettingValues` instead of a deque."""
+    """h2's Settings, each setting's value a plain int while no other one waits for acknowledgement.
+
+    h2 keeps every setting's values in a deque (about 600 bytes even for one value: seven settings, two
+    Settings per connection, once a third of an idle connection's memory). A second value exists only
+    between a SETTINGS and its ACK: the values become a `_SettingValues` list then, and a plain int again
+    once acknowledged.
+    """
 
     def __init__(
         self, client: bool, initial_values: dict[h2.settings.SettingCodes, int] | None = None
     ) -> None:
         super().__init__(client, initial_values)
-        self._settings = {key: _SettingValues(values) for key, values in self._settings.items()}  # type: ignore[misc]
+        self._settings = {key: values[0] for key, values in self._settings.items()}  # type: ignore[misc]
+
+    def __getitem__(self, key: h2.settings.SettingCodes | int) -> int:
+        value: Any = self._settings[key]
+        if type(value) is _SettingValues:
+            value = value[0]
+        if value is None:  # created when a new value was received, and not yet acknowledged (as h2 does)
+            raise KeyError(key)
+        return int(value)
 
     def __setitem__(self, key: h2.settings.SettingCodes | int, value: int) -> None:
-        if key not in self._settings:  # h2 would start a deque for a setting it has no value of yet
-            self._settings[key] = _SettingValues([None])  # type: ignore[assignment]
-        super().__setitem__(key, value)
+        current: Any = self._settings.get(key)  # None: no value yet, as h2 starts a new setting
+        if type(current) is not _SettingValues:
+            self._settings[key] = _SettingValues([current])  # type: ignore[assignment]
+        super().__setitem__(key, value)  # validates, then appends
+
+    def acknowledge(self) -> dict[h2.settings.SettingCodes | int, h2.settings.ChangedSetting]:
+        changed: dict[h2.settings.SettingCodes | int, h2.settings.ChangedSetting] = {}
+        settings: dict[h2.settings.SettingCodes | int, Any] = self._settings
+        for key, values in settings.items():
+            if type(values) is _SettingValues and len(values) > 1:
+                old = values.popleft()
+                changed[key] = h2.settings.ChangedSetting(key, old, values[0])
+                if len(values) == 1:
+                    settings[key] = values[0]
+        return changed
 
 
 Connection._dispatch = _dispatch_table(Connection)
