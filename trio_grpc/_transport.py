@@ -1044,13 +1044,13 @@ def _keep_streams_open_after_goaway(connection: h2.connection.H2Connection) -> N
     connection.state_machine._transitions = _TRANSITIONS_KEEPING_STREAMS_OPEN
 
 
-class _FrameHandlers:
-    """h2's frame dispatch table, made when h2 looks a handler up (`_H2Connection`)."""
-
-    __slots__ = ("_connection",)
+class _H2Connection(h2.connection.H2Connection):
+    """h2's connection, without its dict of a dozen bound methods per connection (about 1.4 KiB, and a
+    reference cycle that held every closed connection until the cyclic GC ran): h2 looks the handler of a
+    received frame up in `_frame_dispatch_table`, which is the connection itself, by name."""
 
     #: h2's own table, by method name.
-    _NAMES = {
+    _HANDLERS = {
         hyperframe.frame.HeadersFrame: "_receive_headers_frame",
         hyperframe.frame.PushPromiseFrame: "_receive_push_promise_frame",
         hyperframe.frame.SettingsFrame: "_receive_settings_frame",
@@ -1065,25 +1065,16 @@ class _FrameHandlers:
         hyperframe.frame.ExtensionFrame: "_receive_unknown_frame",
     }
 
-    def __init__(self, connection: h2.connection.H2Connection) -> None:
-        self._connection = connection
-
-    def __getitem__(self, frame_type: type[hyperframe.frame.Frame]) -> Callable[[Any], Any]:
-        return getattr(self._connection, self._NAMES[frame_type])  # type: ignore[no-any-return]
-
-
-class _H2Connection(h2.connection.H2Connection):
-    """h2's connection, without its dict of a dozen bound methods per connection (about 1.4 KiB, and a
-    reference cycle that held every closed connection until the cyclic GC ran): the handler of each
-    received frame is looked up by name instead."""
-
     @property  # type: ignore[override]
-    def _frame_dispatch_table(self) -> _FrameHandlers:
-        return _FrameHandlers(self)
+    def _frame_dispatch_table(self) -> _H2Connection:
+        return self
 
     @_frame_dispatch_table.setter
     def _frame_dispatch_table(self, table: object) -> None:
         """h2's __init__ builds its table: dropped at once."""
+
+    def __getitem__(self, frame_type: type[hyperframe.frame.Frame]) -> Callable[[Any], Any]:
+        return getattr(self, self._HANDLERS[frame_type])  # type: ignore[no-any-return]
 
 
 class _SettingValues(list[Any]):
