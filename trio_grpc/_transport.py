@@ -66,6 +66,7 @@ from hyperframe.frame import GoAwayFrame
 
 from ._framing import FramingError, MessageDecoder, MessageTooLarge
 from ._headers import ConstantHeaders, HeaderDecoder, HeaderEncoder, header_frames
+from ._inbound import InboundFrames
 from ._settings import _Limits
 from ._status import RpcError, StatusCode
 
@@ -161,7 +162,7 @@ class Stream:
 
     # -- receiving -------------------------------------------------------------------------------------
 
-    def _data_received(self, data: bytes, flow_controlled_length: int) -> None:
+    def _data_received(self, data: bytes | memoryview, flow_controlled_length: int) -> None:
         if self.receive_error is not None:
             self._return_credit(flow_controlled_length)  # discarded until the stream is reset
             return
@@ -330,6 +331,7 @@ class Connection:
         decoder.max_header_list_size = self.h2.decoder.max_header_list_size
         self.h2.decoder = decoder
         _keep_streams_open_after_goaway(self.h2)
+        self._inbound = InboundFrames(self.h2)
         self.streams: dict[int, Stream] = {}
         self._outgoing: list[bytes | memoryview] = []
         #: Bytes queued for the socket, including the message bytes queued on streams.
@@ -539,7 +541,7 @@ class Connection:
 
     async def _read_loop(self) -> None:
         socket = self.socket
-        receive = self.h2.receive_data
+        receive = self._inbound.receive  # h2's receive_data, DATA frames without its copies
         cap = self.limits.write_buffer_size * _CONTROL_FRAMES_CAP_FACTOR
         while self.lost is None:
             try:
