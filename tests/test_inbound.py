@@ -217,6 +217,11 @@ def test_client_side_matches_h2(data: bytes, points: list[int]) -> None:
 
 # The checks InboundFrames makes before it takes a DATA frame, one case each, cut at every byte.
 REQUESTS = PREFACE + SettingsFrame(0).serialize() + _headers(1, REQUEST, {"END_HEADERS"})
+WITH_LENGTH = (  # h2load and curl send one
+    PREFACE
+    + SettingsFrame(0).serialize()
+    + _headers(1, [*REQUEST, (b"content-length", b"10")], {"END_HEADERS"})
+)
 CASES = {
     "many frames in a read": REQUESTS + b"".join(_data(1, 100, set(), None) for _ in range(20)),
     "end of stream": REQUESTS + _data(1, 4000, set(), None) + _data(1, 100, {"END_STREAM"}, None),
@@ -234,10 +239,9 @@ CASES = {
     "on a stream never opened": REQUESTS + _data(3, 10, set(), None),
     "on stream 0": REQUESTS + _raw_data(0, 10),
     "in a header block": REQUESTS + _headers(3, REQUEST, set()) + _data(1, 10, set(), None),
-    "content-length": PREFACE
-    + SettingsFrame(0).serialize()
-    + _headers(1, [*REQUEST, (b"content-length", b"5")], {"END_HEADERS"})
-    + _data(1, 10, set(), None),
+    "past content-length": WITH_LENGTH + _data(1, 6, set(), None) + _data(1, 6, set(), None),
+    "short of content-length": WITH_LENGTH + _data(1, 6, set(), None) + _data(1, 3, {"END_STREAM"}, None),
+    "content-length": WITH_LENGTH + _data(1, 6, set(), None) + _data(1, 4, {"END_STREAM"}, None),
 }
 
 
@@ -249,14 +253,15 @@ def test_each_check_matches_h2_cut_anywhere(case: str) -> None:
         assert_same(server_connection, data, [data[:cut], data[cut:]])
 
 
-def test_taken_data_is_a_view_of_the_read() -> None:
+@pytest.mark.parametrize("request_headers", [REQUESTS, WITH_LENGTH])
+def test_taken_data_is_a_view_of_the_read(request_headers: bytes) -> None:
     """What the issue is about: a DATA payload taken here is not copied."""
     connection = server_connection()
     inbound = InboundFrames(connection)
-    inbound.receive(REQUESTS)
-    read = _data(1, 4000, set(), None) * 2
+    inbound.receive(request_headers)
+    read = _data(1, 4000 if request_headers is REQUESTS else 5, set(), None) * 2
     data_events = [event for event in inbound.receive(read) if isinstance(event, h2.events.DataReceived)]
-    assert [len(event.data) for event in data_events] == [4000, 4000]
+    assert [len(event.data) for event in data_events] == [len(read) // 2 - 9] * 2
     assert all(event.data.obj is read for event in data_events)  # type: ignore[attr-defined]
 
 

@@ -4,12 +4,12 @@ h2 appends every read to a buffer, slices each frame out of it, copies a DATA fr
 bytes, and builds a frame object, a trace repr and two state-machine steps per frame: three copies of every
 byte of a large upload, and most of its cost. `InboundFrames` finds the frame boundaries in the received bytes
 itself. A DATA frame that h2 would take as it is (unpadded, within the frame size, on a stream h2 has open for
-receiving with its headers received and no content-length to check, both windows large enough, no header block
-in progress, the connection open) is accounted here exactly as h2 accounts it: both inbound windows consumed,
-END_STREAM through h2's own stream state machine. Its payload is handed on as h2's `DataReceived` events whose
-data are memoryviews of the received bytes, one per read the frame spans, so nothing is buffered or copied
-here. Every other frame, and every DATA frame that breaks one of those rules, goes to h2 byte for byte, in
-order, and h2 answers or raises as it always did.
+receiving with its headers received, within its content-length if it has one, both windows large enough, no
+header block in progress, the connection open) is accounted here exactly as h2 accounts it: both inbound
+windows consumed, the content length counted, END_STREAM through h2's own stream state machine. Its payload is
+handed on as h2's `DataReceived` events whose data are memoryviews of the received bytes, one per read the
+frame spans, so nothing is buffered or copied here. Every other frame, and every DATA frame that breaks one of
+those rules, goes to h2 byte for byte, in order, and h2 answers or raises as it always did.
 
 Rules for this file:
 - It never decides what is legal: a DATA frame it is not sure h2 would take silently goes to h2. The one check
@@ -122,19 +122,25 @@ class InboundFrames:
             or connection.incoming_buffer._headers_buffer  # a DATA frame there is h2's PROTOCOL_ERROR
             or stream.state_machine.state not in _RECEIVING_STATES
             or not stream.state_machine.headers_received
-            or stream._expected_content_length is not None
         ):
             return False
+        end_stream = bool(header >> 32 & _END_STREAM)
+        content_length = stream._actual_content_length + length
+        expected = stream._expected_content_length  # a request's content-length header (h2load, curl)
+        if expected is not None and (
+            content_length > expected or (end_stream and content_length != expected)
+        ):
+            return False  # h2 raises InvalidBodyLengthError
         connection_window = connection._inbound_flow_control_window_manager
         stream_window = stream._inbound_window_manager
         if length > connection_window.current_window_size or length > stream_window.current_window_size:
             return False  # h2 raises FlowControlError
         connection_window.current_window_size -= length
         stream_window.current_window_size -= length
-        stream._actual_content_length += length
+        stream._actual_content_length = content_length
         self._data_left = length
         self._data_stream_id = stream.stream_id
-        self._data_end_stream = bool(header >> 32 & _END_STREAM)
+        self._data_end_stream = end_stream
         return True
 
     def _data_piece(self, events: list[Any], payload: memoryview) -> None:
