@@ -31,11 +31,12 @@ def encode_message(body: bytes, compressed: bool = False) -> bytes:
 class MessageDecoder:
     """Turns DATA payloads into (compressed, body) messages, copying each body at most once.
 
-    A payload that is exactly one message gives a read-only view of it, not a copy: the common case for a
-    large message that fits a frame. Other messages within one payload are sliced out of it (so that a
-    view does not keep a whole payload alive for its smallest message). A message spread over payloads is
-    gathered in a buffer of its own, which is then handed out as a read-only view: one copy, and a buffer
-    that, once large, is a mapping of its own that goes back to the system when the message is dropped.
+    A payload of bytes that is exactly one message gives a read-only view of it, not a copy. A payload
+    that is a memoryview (of a socket read, from `InboundFrames`) is never kept: a view of it would pin the
+    whole read, so what is kept of it is copied, once. Other messages within one payload are sliced out of
+    it (so that a view does not keep a whole payload alive for its smallest message). A message spread over
+    payloads is gathered in a buffer of its own, which is then handed out as a read-only view: one copy, and
+    a buffer that, once large, is a mapping of its own that goes back to the system when it is dropped.
     """
 
     __slots__ = ("_buffer", "_compressed", "_length", "max_message_size")

@@ -1,7 +1,8 @@
 """The Trio driver of one h2 connection, shared by server and client.
 
 Theory of operation:
-- One task (`_read_loop`) reads the socket and feeds h2. The events that come back are dispatched at once,
+- One task (`_read_loop`) reads the socket and feeds h2, through `InboundFrames`, which takes the plain DATA
+  frames past h2's copies and gives the same events (`_inbound.py`). The events are dispatched at once,
   without awaiting, to the per-stream state (`Stream`) and to the role (the server or client subclass).
 - Every write leaves through one flush point: code that changes h2 state calls `flush_soon()`, which moves
   h2's output onto the outgoing queue and wakes `_write_loop`, the only task that writes to the socket.
