@@ -271,3 +271,18 @@ def test_oversize_frame_refused_from_its_header() -> None:
     inbound.receive(REQUESTS)
     with pytest.raises(h2.exceptions.FrameTooLargeError):
         inbound.receive(_raw_data(1, 1 << 23)[:9])
+
+
+@pytest.mark.parametrize("sizes", [[10], [10, 20, 30], [70000]])
+def test_decoder_keeps_nothing_of_a_view(sizes: list[int]) -> None:
+    """Messages from a view of a read, whole, several or spread over pieces, hold no reference to it."""
+    from trio_grpc._framing import MessageDecoder, encode_message
+
+    bodies = [bytes([size % 251]) * size for size in sizes]
+    read = b"".join(encode_message(body) for body in bodies)
+    decoder = MessageDecoder(1 << 20)
+    view = memoryview(read)
+    messages = decoder.feed(view[:40000]) + decoder.feed(view[40000:])
+    assert [bytes(body) for _, body in messages] == bodies
+    for _, body in messages:
+        assert not isinstance(body, memoryview) or body.obj is not read
