@@ -31,11 +31,12 @@ def encode_message(body: bytes, compressed: bool = False) -> bytes:
 class MessageDecoder:
     """Turns DATA payloads into (compressed, body) messages, copying each body at most once.
 
-    A payload that is exactly one message gives a read-only view of it, not a copy: the common case for a
-    large message that fits a frame. Other messages within one payload are sliced out of it (so that a
-    view does not keep a whole payload alive for its smallest message). A message spread over payloads is
-    gathered in a buffer of its own, which is then handed out as a read-only view: one copy, and a buffer
-    that, once large, is a mapping of its own that goes back to the system when the message is dropped.
+    A payload of bytes that is exactly one message gives a read-only view of it, not a copy. A payload
+    that is a memoryview (of a socket read, from `InboundFrames`) is never kept: a view of it would pin the
+    whole read, so what is kept of it is copied, once. Other messages within one payload are sliced out of
+    it (so that a view does not keep a whole payload alive for its smallest message). A message spread over
+    payloads is gathered in a buffer of its own, which is then handed out as a read-only view: one copy, and
+    a buffer that, once large, is a mapping of its own that goes back to the system when it is dropped.
     """
 
     __slots__ = ("_buffer", "_compressed", "_length", "max_message_size")
@@ -59,7 +60,9 @@ class MessageDecoder:
         self._buffer, self._length = bytearray(), -1
         return dropped
 
-    def feed(self, data: bytes) -> list[tuple[bool, bytes | memoryview]]:
+    def feed(self, data: bytes | memoryview) -> list[tuple[bool, bytes | memoryview]]:
+        """The messages `data` completes. A memoryview is the caller's (a view of a socket read): what is
+        kept of it is copied."""
         messages: list[tuple[bool, bytes | memoryview]] = []
         offset = self._continue(data, messages) if self._buffer else 0
         end = len(data)
@@ -69,16 +72,16 @@ class MessageDecoder:
             if end - start < length:
                 self._compressed, self._length = compressed, length
                 break
-            if offset == 0 and start + length == end:
+            if offset == 0 and start + length == end and isinstance(data, bytes):
                 messages.append((compressed, memoryview(data)[_PREFIX:]))
-            else:
-                messages.append((compressed, data[start : start + length]))
+            else:  # a slice of bytes is a copy; of a view, `bytes` makes it one
+                messages.append((compressed, bytes(data[start : start + length])))
             offset = start + length
         if offset < end:
             self._buffer = bytearray(memoryview(data)[offset:])
         return messages
 
-    def _parse_prefix(self, prefix: bytes | bytearray) -> tuple[bool, int]:
+    def _parse_prefix(self, prefix: bytes | bytearray | memoryview) -> tuple[bool, int]:
         """(compressed, body length) from a 5-byte prefix; refuses a bad flag or an oversize length."""
         flag = prefix[0]
         if flag > 1:
@@ -88,7 +91,7 @@ class MessageDecoder:
             raise MessageTooLarge(length, self.max_message_size)
         return flag == 1, length
 
-    def _continue(self, data: bytes, messages: list[tuple[bool, bytes | memoryview]]) -> int:
+    def _continue(self, data: bytes | memoryview, messages: list[tuple[bool, bytes | memoryview]]) -> int:
         """Add `data` to the message being assembled, completing it if `data` holds the rest; how many
         bytes of `data` that took."""
         buffer = self._buffer

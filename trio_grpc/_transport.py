@@ -1,7 +1,8 @@
 """The Trio driver of one h2 connection, shared by server and client.
 
 Theory of operation:
-- One task (`_read_loop`) reads the socket and feeds h2. The events that come back are dispatched at once,
+- One task (`_read_loop`) reads the socket and feeds h2, through `InboundFrames`, which takes the plain DATA
+  frames past h2's copies and gives the same events (`_inbound.py`). The events are dispatched at once,
   without awaiting, to the per-stream state (`Stream`) and to the role (the server or client subclass).
 - Every write leaves through one flush point: code that changes h2 state calls `flush_soon()`, which moves
   h2's output onto the outgoing queue and wakes `_write_loop`, the only task that writes to the socket.
@@ -66,6 +67,7 @@ from hyperframe.frame import GoAwayFrame
 
 from ._framing import FramingError, MessageDecoder, MessageTooLarge
 from ._headers import ConstantHeaders, HeaderDecoder, HeaderEncoder, header_frames
+from ._inbound import InboundFrames
 from ._settings import _Limits
 from ._status import RpcError, StatusCode
 
@@ -163,7 +165,7 @@ class Stream:
 
     # -- receiving -------------------------------------------------------------------------------------
 
-    def _data_received(self, data: bytes, flow_controlled_length: int) -> None:
+    def _data_received(self, data: bytes | memoryview, flow_controlled_length: int) -> None:
         if self.receive_error is not None:
             self._return_credit(flow_controlled_length)  # discarded until the stream is reset
             return
@@ -361,6 +363,7 @@ class Connection:
         decoder.max_header_list_size = self.h2.decoder.max_header_list_size
         self.h2.decoder = decoder
         _keep_streams_open_after_goaway(self.h2)
+        self._inbound = InboundFrames(self.h2)
         self.streams: dict[int, Stream] = {}
         self._outgoing: list[bytes | memoryview] = []
         #: Bytes queued for the socket, including the message bytes queued on streams.
@@ -579,7 +582,7 @@ class Connection:
 
     async def _read_loop(self) -> None:
         socket = self.socket
-        receive = self.h2.receive_data
+        receive = self._inbound.receive  # h2's receive_data, DATA frames without its copies
         cap = self.limits.write_buffer_size * _CONTROL_FRAMES_CAP_FACTOR
         while self.lost is None:
             try:

@@ -1,0 +1,163 @@
+"""Received bytes to h2 events, with DATA frames taken past h2's copies (part of the transport).
+
+h2 appends every read to a buffer, slices each frame out of it, copies a DATA frame's body once more into
+bytes, and builds a frame object, a trace repr and two state-machine steps per frame: three copies of every
+byte of a large upload, and most of its cost. `InboundFrames` finds the frame boundaries in the received bytes
+itself. A DATA frame that h2 would take as it is (unpadded, within the frame size, on a stream h2 has open for
+receiving with its headers received, within its content-length if it has one, both windows large enough, no
+header block in progress, the connection open) is accounted here exactly as h2 accounts it: both inbound
+windows consumed, the content length counted, END_STREAM through h2's own stream state machine. Its payload is
+handed on as h2's `DataReceived` events whose data are memoryviews of the received bytes, one per read the
+frame spans, so nothing is buffered or copied here. Every other frame, and every DATA frame that breaks one of
+those rules, goes to h2 byte for byte, in order, and h2 answers or raises as it always did.
+
+Rules for this file:
+- It never decides what is legal: a DATA frame it is not sure h2 would take silently goes to h2. The one check
+  made here first is h2's own: a frame over the frame size is a FRAME_SIZE_ERROR as soon as its header is here
+  (h2 would first buffer the whole oversize frame).
+- The views it hands out live only until the read's events are dispatched: whoever keeps received bytes
+  copies them (`MessageDecoder` does).
+- h2's state is read only once h2 has processed every frame before the one being decided.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.stream
+
+_HEADER_SIZE = 9
+_DATA_TYPE = 0x0
+_END_STREAM = 0x1
+_PADDED = 0x8
+_STREAM_ID_MASK = 0x7FFFFFFF
+# Where DATA changes no connection state (h2's connection state machine: RECV_DATA leaves these as they are).
+_OPEN_CONNECTION = frozenset(
+    {h2.connection.ConnectionState.CLIENT_OPEN, h2.connection.ConnectionState.SERVER_OPEN}
+)
+# Where DATA changes no stream state (h2's stream state machine); END_STREAM moves it, through h2.
+_RECEIVING_STATES = frozenset({h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_LOCAL})
+
+
+class InboundFrames:
+    """Splits received bytes into frames for one h2 connection; `receive` is its `receive_data`."""
+
+    __slots__ = ("_data_end_stream", "_data_left", "_data_stream_id", "_h2", "_h2_left", "_header_start")
+
+    def __init__(self, connection: h2.connection.H2Connection) -> None:
+        self._h2 = connection
+        #: The first bytes of a frame header that a read cut short.
+        self._header_start = b""
+        #: Bytes still to come of a frame going to h2; first the client preface, which h2 checks, on a server.
+        self._h2_left: int = connection.incoming_buffer._preamble_len
+        #: Payload bytes still to come of a DATA frame taken here, its stream, and whether it ends the stream.
+        self._data_left = 0
+        self._data_stream_id = 0
+        self._data_end_stream = False
+
+    def receive(self, data: bytes | bytearray) -> list[Any]:
+        """The events of `data`, in the order of its frames, as h2's `receive_data` returns them."""
+        events: list[Any] = []
+        view = memoryview(data)
+        end = len(data)
+        pos = 0
+        run = 0  # start of the bytes for h2 not yet handed to it: h2 takes a run of frames in one call
+        while pos < end:
+            if self._h2_left:
+                taken = min(self._h2_left, end - pos)
+                self._h2_left -= taken
+                pos += taken
+            elif self._data_left:
+                taken = min(self._data_left, end - pos)
+                self._data_left -= taken
+                self._data_piece(events, view[pos : pos + taken])
+                pos = run = pos + taken
+            else:
+                start = self._header_start
+                needed = _HEADER_SIZE - len(start)
+                if end - pos < needed:  # the rest of this header comes with the next read
+                    self._header_start = start + data[pos:]
+                    end = pos
+                    break
+                self._header_start = b""
+                header = int.from_bytes(
+                    start + data[pos : pos + needed] if start else data[pos : pos + 9], "big"
+                )
+                frame_start, pos = pos, pos + needed
+                if header >> 40 & 0xFF == _DATA_TYPE or header >> 48 > self._h2.max_inbound_frame_size:
+                    if run < frame_start:  # deciding needs h2's state after every frame before this one
+                        events += self._h2.receive_data(view[run:frame_start])
+                    run = frame_start
+                    if self._take_data(header):
+                        run = pos
+                        if not self._data_left:
+                            self._data_piece(events, view[pos:pos])  # an empty frame
+                        continue
+                if start:  # a header a read cut short: h2 gets its first bytes now, the rest with the run
+                    events += self._h2.receive_data(start)
+                self._h2_left = header >> 48
+        if run < end:
+            events += self._h2.receive_data(view[run:end])
+        return events
+
+    def _take_data(self, header: int) -> bool:
+        """Account a DATA frame as h2 would, if h2 would take it without a word; False leaves it to h2.
+
+        Raises h2's FrameTooLargeError for a frame of any type over the frame size.
+        """
+        connection = self._h2
+        length = header >> 48
+        if length > connection.max_inbound_frame_size:
+            msg = f"Received overlong frame: length {length}, max {connection.max_inbound_frame_size}"
+            raise h2.exceptions.FrameTooLargeError(msg)
+        if header >> 40 & 0xFF != _DATA_TYPE or header >> 32 & _PADDED:
+            return False
+        stream = connection.streams.get(header & _STREAM_ID_MASK)
+        if (
+            stream is None
+            or connection.state_machine.state not in _OPEN_CONNECTION
+            or connection.incoming_buffer._headers_buffer  # a DATA frame there is h2's PROTOCOL_ERROR
+            or stream.state_machine.state not in _RECEIVING_STATES
+            or not stream.state_machine.headers_received
+        ):
+            return False
+        end_stream = bool(header >> 32 & _END_STREAM)
+        content_length = stream._actual_content_length + length
+        expected = stream._expected_content_length  # a request's content-length header (h2load, curl)
+        if expected is not None and (
+            content_length > expected or (end_stream and content_length != expected)
+        ):
+            return False  # h2 raises InvalidBodyLengthError
+        connection_window = connection._inbound_flow_control_window_manager
+        stream_window = stream._inbound_window_manager
+        if length > connection_window.current_window_size or length > stream_window.current_window_size:
+            return False  # h2 raises FlowControlError
+        connection_window.current_window_size -= length
+        stream_window.current_window_size -= length
+        stream._actual_content_length = content_length
+        self._data_left = length
+        self._data_stream_id = stream.stream_id
+        self._data_end_stream = end_stream
+        return True
+
+    def _data_piece(self, events: list[Any], payload: memoryview) -> None:
+        """What arrived of the DATA frame being taken, as h2's event; at its end, END_STREAM if it has it."""
+        stream_id = self._data_stream_id
+        event = h2.events.DataReceived(
+            stream_id=stream_id,
+            data=payload,  # type: ignore[arg-type]  # a view, where h2 gives bytes
+            flow_controlled_length=len(payload),
+        )
+        events.append(event)
+        if self._data_left or not self._data_end_stream:
+            return
+        self._data_end_stream = False
+        stream = self._h2.streams.get(stream_id)
+        # Reset by us while the frame's tail was on its way: the stream is over, and nothing moves its state.
+        if stream is not None and stream.state_machine.state in _RECEIVING_STATES:
+            ended = stream.state_machine.process_input(h2.stream.StreamInputs.RECV_END_STREAM)
+            event.stream_ended = ended[0]  # type: ignore[assignment]  # h2's StreamEnded
+            events += ended
