@@ -329,6 +329,7 @@ class Connection:
         "_drained_lot",
         "_encoder",
         "_held_bytes",
+        "_inbound",
         "_outgoing",
         "_outgoing_size",
         "_pending_streams",
