@@ -4,8 +4,10 @@ Theory of operation:
 - One task (`_read_loop`) reads the socket and feeds h2. The events that come back are dispatched at once,
   without awaiting, to the per-stream state (`Stream`) and to the role (the server or client subclass).
 - Every write leaves through one flush point: code that changes h2 state calls `flush_soon()`, which moves
-  h2's output onto the outgoing queue and wakes `_write_loop`, the only task that writes to the socket.
-  Frames produced while a write is in progress go out together in the next one.
+  h2's output onto the outgoing queue and wakes `_write_loop`, the writer task. Frames produced while a write
+  is in progress go out together in the next one. The one other writer is a task about to wait for the peer
+  (`write_before_waiting`): while the writer is not mid-write, it writes the whole queue itself, once per
+  read, and hands what the socket did not take back to the writer, first in line.
 - Messages are coalesced: `send_data` queues a message's bytes on its stream (`_queue_data`), and the
   writer, when it next runs, puts each stream's queued bytes in as few DATA frames as the frame size allows
   (`_send_pending`). So messages sent in a loop leave many to a frame and many frames to a write, while a
