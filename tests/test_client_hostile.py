@@ -719,6 +719,10 @@ def test_anything_the_server_sends_ends_the_call_in_a_response_or_an_rpc_error(
                     assert exc.code != StatusCode.OK
                 connection = channel._connection
                 assert connection is not None and not connection.streams
+                # The peer may send its GOAWAY in a write of its own after the answer: once every task
+                # waits, it has been read, and the next call goes to a new connection. Without this, the
+                # next call could leave before the GOAWAY arrives and be refused by it (UNAVAILABLE).
+                await trio.testing.wait_all_tasks_blocked()
                 await assert_good_call(channel)
 
     trio.run(main)  # one run per example: hypothesis drives the examples from a synchronous test

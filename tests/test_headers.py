@@ -106,14 +106,6 @@ def test_a_constant_block_is_reused_while_the_table_is_unchanged_and_only_then()
     assert encoder.encode_block(constant) is moved
 
 
-def test_h2s_encode_encodes_the_parts_it_is_handed_once() -> None:
-    encoder = HeaderEncoder()
-    encoder.next_block = (((b":status", b"200"),), [(b"x-a", b"1")])
-    assert encoder.encode("ignored") == b"\x88" + hpack.Encoder().encode([(b"x-a", b"1")])
-    assert encoder.next_block is None
-    assert encoder.encode([(b":status", b"200")]) == b"\x88"  # encoded as given
-
-
 def test_a_block_past_the_frame_size_goes_out_in_continuation_frames() -> None:
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
     client.initiate_connection()

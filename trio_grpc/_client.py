@@ -20,8 +20,10 @@ from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from typing import Any
 
 import h2.config
+import h2.connection
 import h2.events
 import h2.settings
+import h2.stream
 import hpack
 import trio
 from google.protobuf.descriptor import ServiceDescriptor
@@ -29,13 +31,16 @@ from google.protobuf.message import Message
 
 from ._codec import deserialize, non_grpc_response_error, serialize, status_from_trailers
 from ._compression import ACCEPT_ENCODING, is_supported
-from ._headers import ConstantHeaders, malformed_response
+from ._headers import ConstantHeaders, header_frames, malformed_response
 from ._metadata import Metadata, MetadataValue, decode_metadata, encode_metadata, header_list_size
 from ._service import Kind, MethodSpec
 from ._settings import ChannelSettings
 from ._status import RpcError, StatusCode, status_from_reset
 from ._timeout import format_timeout
 from ._transport import Connection, ErrorCodes, Stream, StreamClosed, close_at_once, fresh
+
+# Closed streams h2 may hold beyond twice the open ones before it is made to forget them (`_open_h2_stream`).
+_H2_CLOSED_STREAMS_KEPT = 32
 
 
 class ClientConnection(Connection):
@@ -152,19 +157,34 @@ class ClientConnection(Connection):
         if self.lost is not None:
             raise fresh(self.lost)
         stream_id = self.h2.get_next_available_stream_id()
-        stream = Stream(self, stream_id)
-        self.streams[stream_id] = stream
         constant = self._request_headers.get(path)
         if constant is None:
             constant = self._request_headers[path] = ((b":path", path), *self._base_headers)
-        # h2 opens the stream and sends the block we hand its encoder: the constant part's, reused.
-        self._encoder.next_block = (constant, extra_headers)
-        try:
-            self.h2.send_headers(stream_id, [*constant, *extra_headers])
-        finally:
-            self._encoder.next_block = None
-        self.flush_soon()
+        self._open_h2_stream(stream_id)
+        stream = Stream(self, stream_id)
+        self.streams[stream_id] = stream
+        block = self._encoder.encode_block(constant, extra_headers)
+        self.flush_soon()  # what h2 queued so far goes first
+        self.send_raw_frame(header_frames(stream_id, block, False, self.h2.max_outbound_frame_size))
+        self.headers_and_data_sent += 1
         return stream
+
+    def _open_h2_stream(self, stream_id: int) -> None:
+        """Open the stream in h2's state machines, as its `send_headers` would, without its frames.
+
+        h2's send_headers per call counted every stream on the connection (a walk over all of them), built,
+        validated and serialized frame objects and re-encoded the header list: a fifth of a unary call's
+        CPU with 64 calls in flight. The block is ours (`header_frames`); h2 only moves the states (first,
+        as h2 does, so that a refused transition leaves HPACK untouched) and creates the stream with the
+        windows in force. Counting open streams is also when h2 forgets closed ones: done here once the
+        streams h2 holds are many more than ours.
+        """
+        h2conn = self.h2
+        if len(h2conn.streams) > 2 * len(self.streams) + _H2_CLOSED_STREAMS_KEPT:
+            h2conn.open_outbound_streams  # noqa: B018 (counting forgets h2's closed streams)
+        h2conn.state_machine.process_input(h2.connection.ConnectionInputs.SEND_HEADERS)
+        h2_stream = h2conn._begin_new_stream(stream_id, h2.connection.AllowedStreamIDs.ODD)
+        h2_stream.state_machine.process_input(h2.stream.StreamInputs.SEND_HEADERS)
 
 
 def _describe_goaway(event: h2.events.ConnectionTerminated) -> str:
@@ -404,6 +424,7 @@ class Call:
         return message
 
     async def _start(self) -> None:
+        connection = self._connection = await self._channel.connection()
         headers = list(self._extra_headers)
         if self._deadline != math.inf:  # timeout=math.inf is no deadline, as None is
             timeout = format_timeout(self._deadline - trio.current_time())
@@ -412,7 +433,6 @@ class Call:
             headers.append(hpack.NeverIndexedHeaderTuple(b"grpc-timeout", timeout))
         if self._compression is not None:
             headers.append((b"grpc-encoding", self._compression.encode()))
-        connection = self._connection = await self._channel.connection()
         try:
             self._stream = await connection.open_stream(self._spec.path.encode(), headers)
         except StreamClosed as exc:

@@ -66,23 +66,14 @@ def _lean_table(table: hpack.table.HeaderTable) -> None:
 class HeaderEncoder(hpack.Encoder):
     """h2's HPACK encoder, with the blocks of constant header lists kept for reuse.
 
-    `encode_block` is what we call; h2 calls `encode` (a client opening a stream through h2). So that h2
-    can still refuse before anything is encoded (HPACK state must change only for a block that is sent),
-    `next_block` names the constant part and the rest of the list h2's next `encode` call encodes instead.
+    `encode_block` is what server and client call; HPACK state must change only for a block that is sent,
+    so they call it once h2 has accepted the stream transition the block goes with.
     """
 
     def __init__(self) -> None:
         super().__init__()
         _lean_table(self.header_table)
         self._blocks: dict[ConstantHeaders, tuple[bytes, int, object]] = {}
-        #: (constant, rest): what h2's next `encode` call encodes with `encode_block` (then cleared).
-        self.next_block: tuple[ConstantHeaders, Sequence[Header]] | None = None
-
-    def encode(self, headers: Any, huffman: bool = True) -> bytes:
-        parts, self.next_block = self.next_block, None
-        if parts is not None:
-            return self.encode_block(*parts)
-        return super().encode(headers, huffman)
 
     def encode_block(self, constant: ConstantHeaders, headers: Sequence[Header] = ()) -> bytes:
         """The HPACK block of `constant` followed by `headers`."""

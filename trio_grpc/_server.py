@@ -197,10 +197,15 @@ class ServicerContext:
 
         `compress=False` sends this message uncompressed even when the call compresses its responses.
         """
+        encoding = self._response_encoding if compress else None
+        if not self._headers_sent:  # first: a message refused as too large still follows the headers
+            self._send_headers([])
+        await self._send_framed(serialize(message, encoding, self._connection.limits.max_send_message_size))
+
+    async def _send_framed(self, data: bytes) -> None:
+        """Send one framed message, after the response headers if they have not gone yet."""
         if not self._headers_sent:
             self._send_headers([])
-        encoding = self._response_encoding if compress else None
-        data = serialize(message, encoding, self._connection.limits.max_send_message_size)
         try:
             await self._connection.send_data(self._stream, data)
         except StreamClosed:
@@ -236,13 +241,7 @@ class ServicerContext:
             raise RpcError(
                 StatusCode.RESOURCE_EXHAUSTED, f"sent message larger than max ({len(data) - 5} vs. {limit})"
             )
-        if not self._headers_sent:
-            self._send_headers([])
-        try:
-            await self._connection.send_data(self._stream, data)
-        except StreamClosed:
-            await trio.lowlevel.checkpoint()  # our scope was cancelled with the stream: raise Cancelled
-            raise
+        await self._send_framed(data)
 
     async def _receive(self, schedule_point: bool = True) -> Message:
         """The next request; StopAsyncIteration once the client has ended its stream (what `async for`

@@ -5,8 +5,10 @@ Theory of operation:
   frames past h2's copies and gives the same events (`_inbound.py`). The events are dispatched at once,
   without awaiting, to the per-stream state (`Stream`) and to the role (the server or client subclass).
 - Every write leaves through one flush point: code that changes h2 state calls `flush_soon()`, which moves
-  h2's output onto the outgoing queue and wakes `_write_loop`, the only task that writes to the socket.
-  Frames produced while a write is in progress go out together in the next one.
+  h2's output onto the outgoing queue and wakes `_write_loop`, the writer task. Frames produced while a write
+  is in progress go out together in the next one. The one other writer is a task about to wait for the peer
+  (`write_before_waiting`): while the writer is not mid-write, it writes the whole queue itself, once per
+  read, and hands what the socket did not take back to the writer, first in line.
 - Messages are coalesced: `send_data` queues a message's bytes on its stream (`_queue_data`), and the
   writer, when it next runs, puts each stream's queued bytes in as few DATA frames as the frame size allows
   (`_send_pending`). So messages sent in a loop leave many to a frame and many frames to a write, while a
@@ -51,6 +53,7 @@ import collections
 import contextlib
 import copy
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -271,6 +274,8 @@ class Stream:
                 if schedule_point and not parked:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return message
+            if self._connection.write_before_waiting():
+                continue  # that write may have lost the connection: look again
             await self._lot.park()
             parked = True
 
@@ -278,7 +283,8 @@ class Stream:
         while self.headers is None:
             if self.closed is not None:
                 raise fresh(self.closed)
-            await self._lot.park()
+            if not self._connection.write_before_waiting():
+                await self._lot.park()
         return self.headers
 
     async def _wait_for_window(self) -> None:
@@ -335,6 +341,10 @@ class Connection:
         "_pending_streams",
         "_pending_total",
         "_ping_ack",
+        "_raw_socket",
+        "_read_of_early_write",
+        "_reads",
+        "_sending",
         "_shared_budget",
         "_unsent_connection_credit",
         "_writer_finished",
@@ -377,6 +387,15 @@ class Connection:
         self._writer_lot = trio.lowlevel.ParkingLot()
         #: Where senders wait for the socket to drain; made by the first that has to.
         self._drained_lot: trio.lowlevel.ParkingLot | None = None
+        #: A plain TCP or Unix socket takes writes that do not wait (`_write_without_waiting`); TLS does not.
+        self._raw_socket: trio.socket.SocketType | None = None
+        if isinstance(socket, trio.SocketStream) and os.name == "posix":
+            self._raw_socket = socket.socket
+        #: The writer is in `send_all`, with part of a write out: no other write may start before it ends.
+        self._sending = False
+        #: Reads of the socket so far; the one after which a waiting task last wrote (`write_before_waiting`).
+        self._reads = 0
+        self._read_of_early_write = -1
         self._closing = False
         self._writer_finished = trio.Event()
         self._unsent_connection_credit = 0
@@ -538,21 +557,78 @@ class Connection:
                         return
                     await self._writer_lot.park()
                     continue
-                chunks, self._outgoing = self._outgoing, []
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                del chunks  # not kept alive, twice over, while a slow peer takes its time
+                data = self._take_outgoing()
+                # A write the socket takes whole needs no checkpoint: the writer parks once the queue is
+                # empty, and a turn of its own for trio's checkpoint after each write cost a scheduler pass.
+                self._sending = True
                 try:
-                    await socket.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    sent = self._write_without_waiting(data)
+                    if sent < len(data):
+                        await socket.send_all(memoryview(data)[sent:] if sent else data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     self._connection_lost(f"connection lost while sending: {exc or type(exc).__name__}")
                     return
-                self._outgoing_size -= len(data)
-                self._answers_size = min(self._answers_size, self._outgoing_size)
-                if self._drained_lot:
-                    self._drained_lot.unpark_all()
+                finally:
+                    self._sending = False
+                self._wrote(len(data))
+                del data  # not kept alive while the writer waits for more
         finally:
             self._writer_finished.set()
             await close_at_once(socket)  # also ends the read loop, if it still waits
+
+    def _take_outgoing(self) -> bytes | memoryview:
+        """Everything queued for the socket, as one buffer (trio's `send_all` takes one)."""
+        chunks, self._outgoing = self._outgoing, []
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _write_without_waiting(self, data: bytes | memoryview) -> int:
+        """Write what the socket takes of `data` now, with no checkpoint; how many bytes that was."""
+        if self._raw_socket is None:
+            return 0
+        try:
+            return os.write(self._raw_socket.fileno(), data)
+        except BlockingIOError:
+            return 0
+
+    def _wrote(self, size: int) -> None:
+        self._outgoing_size -= size
+        self._answers_size = min(self._answers_size, self._outgoing_size)
+        if self._drained_lot:
+            self._drained_lot.unpark_all()
+
+    def write_before_waiting(self) -> bool:
+        """A task is about to wait for the peer: write what is queued now, from this task, if the writer is
+        not writing; whether it did (the write may have lost the connection: look again before waiting).
+
+        A task waiting for an answer has nothing more to add to the batch, and the writer's turn would cost
+        the answer's round trip a scheduler pass (ping-pong: the handler's reply left one pass after the
+        handler). At most once per read of the socket: the other tasks that read woke queue behind it, and
+        the writer sends them together in its turn, as it would have. The writer is not writing, so
+        nothing it sent can be cut into; what this write leaves goes back to the front of the queue.
+        """
+        if (
+            self._raw_socket is None
+            or self._sending
+            or self.lost is not None
+            or self._read_of_early_write == self._reads
+            or not (self._outgoing or self._pending_streams)
+        ):
+            return False
+        self._read_of_early_write = self._reads
+        if self._pending_streams:
+            self._send_pending()
+        data = self._take_outgoing()
+        try:
+            sent = self._write_without_waiting(data)
+        except OSError as exc:
+            self._connection_lost(f"connection lost while sending: {exc}")
+            return True
+        self._wrote(sent)
+        if sent < len(data):
+            self._outgoing.insert(0, memoryview(data)[sent:])  # first, before anything queued after it
+            if self._writer_lot:
+                self._writer_lot.unpark_all()
+        return True
 
     async def _wait_for_drain(self) -> None:
         while self._outgoing_size > self.limits.write_buffer_size and self.lost is None:
@@ -594,6 +670,7 @@ class Connection:
             if not data:
                 self._connection_lost("connection closed by peer")
                 return
+            self._reads += 1
             if self._pending_streams:  # they fit the windows now; a SETTINGS in `data` may shrink them
                 self._send_pending()
             try:
