@@ -13,6 +13,8 @@ raises RpcError(DEADLINE_EXCEEDED).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import math
 import re
 import ssl
@@ -39,13 +41,20 @@ from ._status import RpcError, StatusCode, status_from_reset
 from ._timeout import format_timeout
 from ._transport import Connection, ErrorCodes, Stream, StreamClosed, close_at_once, fresh
 
+log = logging.getLogger("trio_grpc.client")
+
 # Closed streams h2 may hold beyond twice the open ones before it is made to forget them (`_open_h2_stream`).
 _H2_CLOSED_STREAMS_KEPT = 32
 
 
 class ClientConnection(Connection):
     def __init__(
-        self, socket: trio.abc.Stream, settings: ChannelSettings, authority: bytes, scheme: bytes
+        self,
+        socket: trio.abc.Stream,
+        settings: ChannelSettings,
+        authority: bytes,
+        scheme: bytes,
+        on_too_many_pings: Callable[[], None],
     ) -> None:
         # h2's inbound validation would take a malformed response for a connection error, at a cost per
         # field; `headers_error` checks the same rules (`malformed_response`) and fails just that call.
@@ -59,6 +68,7 @@ class ClientConnection(Connection):
         super().__init__(socket, config, settings)
         self.settings_received = trio.Event()
         self.draining = False
+        self._on_too_many_pings = on_too_many_pings
         self._slot_lot = trio.lowlevel.ParkingLot()
         #: The request headers of each method path called on this connection, but for per-call ones.
         self._request_headers: dict[bytes, ConstantHeaders] = {}
@@ -129,6 +139,8 @@ class ClientConnection(Connection):
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         self.draining = True
+        if event.error_code == ErrorCodes.ENHANCE_YOUR_CALM and event.additional_data == b"too_many_pings":
+            self._on_too_many_pings()
         refused = StreamClosed(
             f"the server refused the call ({_describe_goaway(event)})", ErrorCodes.REFUSED_STREAM
         )
@@ -239,6 +251,8 @@ class Channel:
             tls.set_alpn_protocols(["h2"])
         self._server_hostname = server_hostname
         self.settings = settings or ChannelSettings()
+        #: What new connections get: `settings`, but for a keepalive interval servers made us back off.
+        self._connection_settings = self.settings
         authority = server_hostname or _authority(self._address)
         self._authority = authority.encode()
         self._scheme = b"https" if tls is not None else b"http"
@@ -289,7 +303,9 @@ class Channel:
                 except trio.Cancelled:  # timed out, or the call's deadline passed: leave no socket open
                     await close_at_once(stream)
                     raise
-            connection = ClientConnection(stream, self.settings, self._authority, self._scheme)
+            connection = ClientConnection(
+                stream, self._connection_settings, self._authority, self._scheme, self._back_off_keepalive
+            )
             self._nursery.start_soon(connection.run)
             try:
                 await connection.settings_received.wait()
@@ -302,6 +318,25 @@ class Channel:
             return connection
         assert timer.cancelled_caught
         raise RpcError(StatusCode.UNAVAILABLE, f"timed out connecting to {self.target}")
+
+    def _back_off_keepalive(self) -> None:
+        """The server said our keepalive PINGs come too often: new connections PING half as often.
+
+        As grpc-core, grpc-java and grpc-go do (gRFC A8), so that a client configured more eagerly than
+        the servers it meets settles on an interval they accept instead of being cut off again and again.
+        """
+        interval = self._connection_settings.keepalive_time
+        if interval is None:  # PINGs that were not ours (or a server that says so regardless)
+            return
+        self._connection_settings = dataclasses.replace(
+            self._connection_settings, keepalive_time=2 * interval
+        )
+        log.warning(
+            "%s answered our keepalive PINGs with GOAWAY ENHANCE_YOUR_CALM (too_many_pings); "
+            "keepalive interval for new connections doubled to %gs",
+            self.target,
+            2 * interval,
+        )
 
     async def _tls_handshake(self, stream: trio.abc.Stream) -> trio.SSLStream[trio.abc.Stream]:
         assert self._tls is not None
