@@ -1,15 +1,21 @@
 """The client's connection management against real servers: keepalive back-off when a server says
-`too_many_pings` (gRFC A8).
+`too_many_pings` (gRFC A8), and transparent retry of the calls a server refused before processing them
+(gRFC A6): a graceful shutdown's GOAWAY, REFUSED_STREAM.
 
-Each case runs against our own server and against grpcio's (grpc-core), each enforcing its own PING policy.
+Keepalive runs against our own server and against grpcio's (grpc-core), each enforcing its own PING policy.
+The handover cases run two of our servers on one port (SO_REUSEPORT): the old one, where the channel's
+connection is, goes away while calls start; the new one takes the port, as a restarted server would.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
+import socket as stdlib_socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -20,7 +26,7 @@ import trio
 import trio_grpc
 from tests.grpcio_stubs import test_pb2_grpc
 from tests.interop._proto.grpc.testing import messages_pb2, test_pb2
-from trio_grpc import ChannelSettings, ServerSettings
+from trio_grpc import ChannelSettings, ServerSettings, StatusCode
 
 SERVICE = test_pb2.DESCRIPTOR.services_by_name["TestService"]
 TIMEOUT = 15
@@ -113,3 +119,125 @@ async def test_keepalive_backs_off_when_the_server_says_too_many_pings(
     backoffs = [record.getMessage() for record in caplog.records if "too_many_pings" in record.getMessage()]
     assert len(backoffs) == 2, backoffs  # once per GOAWAY
     assert backoffs[-1].endswith("doubled to 0.4s")
+
+
+# -- transparent retry -------------------------------------------------------------------------------------
+
+
+class CountingService:
+    """Counts each request it sees, by server and payload; a request whose body starts with b"hold" waits
+    for `release` (or the server's cancellation)."""
+
+    def __init__(self, name: str, seen: collections.Counter[tuple[str, bytes]]) -> None:
+        self.name = name
+        self.seen = seen
+        self.holding = 0
+        self.release = trio.Event()
+        self._arrivals = trio.lowlevel.ParkingLot()
+
+    async def UnaryCall(self, request: Any, context: Any) -> messages_pb2.SimpleResponse:
+        body = request.payload.body
+        self.seen[self.name, body] += 1
+        if body.startswith(b"hold"):
+            self.holding += 1
+            self._arrivals.unpark_all()
+            await self.release.wait()
+        return messages_pb2.SimpleResponse(payload=messages_pb2.Payload(body=body))
+
+    async def wait_holding(self, count: int) -> None:
+        while self.holding < count:
+            await self._arrivals.park()
+
+
+def shared_port_listener(port: int = 0) -> trio.SocketListener:
+    """A listener with SO_REUSEPORT, so that a second server can take the port over while the first drains."""
+    sock = stdlib_socket.socket()
+    sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(128)
+    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+
+
+@dataclass
+class Handover:
+    """Server `old` on a port, then `new` on the same one; a channel whose connection is to `old`."""
+
+    old: trio_grpc.Server
+    new: trio_grpc.Server
+    old_service: CountingService
+    seen: collections.Counter[tuple[str, bytes]]
+    stub: trio_grpc.Stub
+
+
+@asynccontextmanager
+async def handover() -> AsyncIterator[Handover]:
+    seen: collections.Counter[tuple[str, bytes]] = collections.Counter()
+    services = CountingService("old", seen), CountingService("new", seen)
+    old, new = (trio_grpc.Server([trio_grpc.bind_service(SERVICE, service)]) for service in services)
+    async with trio.open_nursery() as nursery:
+        listener = shared_port_listener()
+        port = listener.socket.getsockname()[1]
+        await nursery.start(old.serve_listeners, [listener])
+        async with trio_grpc.Channel(f"127.0.0.1:{port}") as channel:
+            stub = trio_grpc.Stub(channel, SERVICE)
+            await stub.UnaryCall(request(b"warm-up"))  # the channel's connection: to `old`, alone on the port
+            await nursery.start(new.serve_listeners, [shared_port_listener(port)])
+            yield Handover(old, new, services[0], seen, stub)
+        for service in services:
+            service.release.set()
+        await old.shutdown(grace=0)
+        await new.shutdown(grace=0)
+
+
+def request(body: bytes) -> messages_pb2.SimpleRequest:
+    return messages_pb2.SimpleRequest(payload=messages_pb2.Payload(body=body))
+
+
+async def call(stub: trio_grpc.Stub, body: bytes, outcomes: dict[bytes, object]) -> None:
+    """One unary call; its outcome: the response's body, or the status it failed with."""
+    try:
+        outcomes[body] = (await stub.UnaryCall(request(body))).payload.body
+    except trio_grpc.RpcError as exc:
+        outcomes[body] = exc.code
+
+
+def retries(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("sending it again" in record.getMessage() for record in caplog.records)
+
+
+async def test_calls_started_as_the_server_goes_away_are_sent_once_to_the_next(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Calls whose HEADERS cross the old server's GOAWAY are refused by it (above GOAWAY's last stream id,
+    or REFUSED_STREAM as it drains) and sent again, once, to the new server; the calls it took end there."""
+    ids = [b"%d" % index for index in range(20)]
+    outcomes: dict[bytes, object] = {}
+    with trio.fail_after(TIMEOUT), caplog.at_level(logging.DEBUG, "trio_grpc.client"):
+        async with handover() as h, trio.open_nursery() as calls:
+            for body in (b"hold-1", b"hold-2"):  # in flight on the old server when it goes away
+                calls.start_soon(call, h.stub, body, outcomes)
+            await h.old_service.wait_holding(2)
+            calls.start_soon(partial(h.old.shutdown, grace=TIMEOUT))
+            async with trio.open_nursery() as racing:
+                for body in ids:  # they run in the same turn as the GOAWAY: none can have read it
+                    racing.start_soon(call, h.stub, body, outcomes)
+            h.old_service.release.set()
+    assert outcomes == {body: body for body in [b"hold-1", b"hold-2", *ids]}
+    expected = [("old", b"warm-up"), ("old", b"hold-1"), ("old", b"hold-2"), *(("new", body) for body in ids)]
+    assert h.seen == collections.Counter(expected)  # each call handled once, by one server
+    assert retries(caplog) == len(ids)
+
+
+async def test_a_call_the_server_took_is_never_sent_again(caplog: pytest.LogCaptureFixture) -> None:
+    """The old server cancels the calls it took when its grace ends: they fail, although the new server would
+    answer them, because their handlers ran."""
+    outcomes: dict[bytes, object] = {}
+    with trio.fail_after(TIMEOUT), caplog.at_level(logging.DEBUG, "trio_grpc.client"):
+        async with handover() as h, trio.open_nursery() as calls:
+            for body in (b"hold-1", b"hold-2"):
+                calls.start_soon(call, h.stub, body, outcomes)
+            await h.old_service.wait_holding(2)
+            await h.old.shutdown(grace=0)
+    assert outcomes == {b"hold-1": StatusCode.UNAVAILABLE, b"hold-2": StatusCode.UNAVAILABLE}
+    assert h.seen == collections.Counter([("old", b"warm-up"), ("old", b"hold-1"), ("old", b"hold-2")])
+    assert retries(caplog) == 0

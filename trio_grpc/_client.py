@@ -364,6 +364,10 @@ ClientInterceptor = Callable[["Call"], contextlib.AbstractAsyncContextManager[ob
 class Call:
     """One RPC in progress. Use as `async with`; see docs/api.md for the operations of each kind."""
 
+    #: Whether the call was sent again after a refusal (`_retry_if_refused`). A class attribute, set on the
+    #: instance only by a retry: the calls that are never refused pay nothing for it.
+    _retried = False
+
     def __init__(
         self,
         channel: Channel,
@@ -528,6 +532,8 @@ class Call:
         try:
             await self._connection.send_data(stream, data, end_stream=end_stream)
         except StreamClosed as exc:
+            if await self._retry_if_refused(exc):
+                return
             answered = stream.ended or stream.receive_error is not None
             self._raise_if_failed(self._complete() if answered else self._closed_error(exc))
 
@@ -556,6 +562,8 @@ class Call:
             try:
                 headers = await self._bounded(stream.wait_for_headers)
             except StreamClosed as exc:
+                if await self._retry_if_refused(exc):
+                    return await self.initial_metadata()
                 raise self._closed_error(exc) from None
             assert self._connection is not None
             error = self._connection.headers_error(headers)
@@ -580,6 +588,8 @@ class Call:
             self._fail(exc)
             raise
         except StreamClosed as exc:
+            if await self._retry_if_refused(exc):
+                return await self._receive(schedule_point)
             raise self._closed_error(exc) from None
         if not self._headers_checked and stream.headers is not None:
             self._check_headers(stream.headers)
@@ -642,6 +652,32 @@ class Call:
             return None
         self._error = RpcError(code, message, details=details, trailing_metadata=self.trailing_metadata)
         return self._error
+
+    async def _retry_if_refused(self, closed: StreamClosed) -> bool:
+        """Send the call again, once, if the server refused it before its application saw any of it.
+
+        RST_STREAM(REFUSED_STREAM) and a stream above a GOAWAY's last stream id (which the connection closes
+        with that code) both say the server did not process the call (RFC 9113 8.7), so sending it again
+        cannot run it twice: gRPC's transparent retry (gRFC A6). Only before any response headers, and only
+        for calls whose request is in hand (unary and server-streaming requests); the new attempt goes to
+        the channel's connection (a new one if this one is going away) within the call's deadline.
+        """
+        stream, connection = self._stream, self._connection
+        if (
+            closed.reset_code != ErrorCodes.REFUSED_STREAM
+            or self._retried
+            or self._request is None
+            or stream is None
+            or connection is None
+            or stream.headers is not None
+        ):
+            return False
+        self._retried = True
+        log.debug("%s: %s; sending it again", self.method, closed.reason)
+        connection.release(stream)
+        self._stream = None
+        await self._bounded(self._start)
+        return True
 
     def _closed_error(self, closed: StreamClosed) -> RpcError:
         if closed.reset_code is None:
