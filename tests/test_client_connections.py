@@ -13,7 +13,8 @@ import collections
 import concurrent.futures
 import logging
 import socket as stdlib_socket
-from collections.abc import AsyncIterator, Iterator
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -241,3 +242,80 @@ async def test_a_call_the_server_took_is_never_sent_again(caplog: pytest.LogCapt
     assert outcomes == {b"hold-1": StatusCode.UNAVAILABLE, b"hold-2": StatusCode.UNAVAILABLE}
     assert h.seen == collections.Counter([("old", b"warm-up"), ("old", b"hold-1"), ("old", b"hold-2")])
     assert retries(caplog) == 0
+
+
+class HoldingGrpcioService(test_pb2_grpc.TestServiceServicer):  # type: ignore[misc]
+    """CountingService for grpcio: a held request waits until the client cancels it."""
+
+    def __init__(self, seen: collections.Counter[tuple[str, bytes]]) -> None:
+        self.seen = seen
+        self.holding = threading.Semaphore(0)
+
+    def UnaryCall(self, request: Any, context: Any) -> messages_pb2.SimpleResponse:
+        body = request.payload.body
+        self.seen["grpcio", body] += 1
+        if body.startswith(b"hold"):
+            cancelled = threading.Event()
+            context.add_callback(cancelled.set)
+            self.holding.release()
+            cancelled.wait(TIMEOUT)
+        return messages_pb2.SimpleResponse(payload=messages_pb2.Payload(body=body))
+
+
+@asynccontextmanager
+async def one_stream_server(
+    kind: str, seen: collections.Counter[tuple[str, bytes]]
+) -> AsyncIterator[tuple[str, Callable[[int], Awaitable[None]]]]:
+    """A server that takes one stream at a time; and how to wait until it holds the n-th held request."""
+    if kind == "trio_grpc":
+        service = CountingService("trio_grpc", seen)
+        server = trio_grpc.Server(
+            [trio_grpc.bind_service(SERVICE, service)], settings=ServerSettings(max_concurrent_streams=1)
+        )
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(partial(server.serve_tcp, 0, host="127.0.0.1"))
+            yield f"127.0.0.1:{port}", service.wait_holding
+            await server.shutdown(grace=0)
+        return
+    grpcio_service = HoldingGrpcioService(seen)
+    grpcio = grpc.server(
+        concurrent.futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.max_concurrent_streams", 1)]
+    )
+    test_pb2_grpc.add_TestServiceServicer_to_server(grpcio_service, grpcio)
+    port = grpcio.add_insecure_port("127.0.0.1:0")
+    grpcio.start()
+
+    async def wait_holding(count: int) -> None:
+        assert await trio.to_thread.run_sync(grpcio_service.holding.acquire, True, TIMEOUT)
+
+    try:
+        yield f"127.0.0.1:{port}", wait_holding
+    finally:
+        grpcio.stop(grace=None)
+
+
+@pytest.mark.parametrize("kind", ["trio_grpc", "grpcio"])
+async def test_a_call_refused_over_max_concurrent_streams_is_sent_again(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One stream allowed; a call starts as soon as the one before was cancelled. Our server still counts
+    the cancelled stream while its handler winds down, and refuses the new one (REFUSED_STREAM): it is sent
+    again and runs once. grpc-core frees the stream at the RST_STREAM, and refuses nothing."""
+    seen: collections.Counter[tuple[str, bytes]] = collections.Counter()
+    rounds = 5
+    with trio.fail_after(TIMEOUT), caplog.at_level(logging.DEBUG, "trio_grpc.client"):
+        async with (
+            one_stream_server(kind, seen) as (target, wait_holding),
+            trio_grpc.Channel(target) as channel,
+        ):
+            stub = trio_grpc.Stub(channel, SERVICE)
+            for index in range(rounds):
+                async with stub.UnaryCall.open(request(b"hold-%d" % index)):
+                    await wait_holding(index + 1)
+                # Left: cancelled (RST_STREAM), and the next call goes at once.
+                response = await stub.UnaryCall(request(b"next-%d" % index))
+                assert response.payload.body == b"next-%d" % index
+    assert seen == collections.Counter(
+        (kind, body) for index in range(rounds) for body in (b"hold-%d" % index, b"next-%d" % index)
+    )
+    assert retries(caplog) == (rounds if kind == "trio_grpc" else 0)
