@@ -54,7 +54,7 @@ class ClientConnection(Connection):
         settings: ChannelSettings,
         authority: bytes,
         scheme: bytes,
-        on_too_many_pings: Callable[[], None],
+        on_too_many_pings: Callable[[float | None], None],
     ) -> None:
         # h2's inbound validation would take a malformed response for a connection error, at a cost per
         # field; `headers_error` checks the same rules (`malformed_response`) and fails just that call.
@@ -140,7 +140,7 @@ class ClientConnection(Connection):
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         self.draining = True
         if event.error_code == ErrorCodes.ENHANCE_YOUR_CALM and event.additional_data == b"too_many_pings":
-            self._on_too_many_pings()
+            self._on_too_many_pings(self.limits.keepalive_time)
         refused = StreamClosed(
             f"the server refused the call ({_describe_goaway(event)})", ErrorCodes.REFUSED_STREAM
         )
@@ -319,23 +319,26 @@ class Channel:
         assert timer.cancelled_caught
         raise RpcError(StatusCode.UNAVAILABLE, f"timed out connecting to {self.target}")
 
-    def _back_off_keepalive(self) -> None:
-        """The server said our keepalive PINGs come too often: new connections PING half as often.
+    def _back_off_keepalive(self, interval: float | None) -> None:
+        """A server said the keepalive PINGs of a connection that PINGed every `interval` seconds came too
+        often: new connections PING half as often as that one did.
 
         As grpc-core, grpc-java and grpc-go do (gRFC A8), so that a client configured more eagerly than
         the servers it meets settles on an interval they accept instead of being cut off again and again.
+        From the connection's own interval, so that two connections told at once double it only once.
         """
-        interval = self._connection_settings.keepalive_time
         if interval is None:  # PINGs that were not ours (or a server that says so regardless)
             return
-        self._connection_settings = dataclasses.replace(
-            self._connection_settings, keepalive_time=2 * interval
-        )
+        current = self._connection_settings.keepalive_time
+        doubled = max(current or 0.0, 2 * interval)
+        if doubled == current:
+            return
+        self._connection_settings = dataclasses.replace(self._connection_settings, keepalive_time=doubled)
         log.warning(
             "%s answered our keepalive PINGs with GOAWAY ENHANCE_YOUR_CALM (too_many_pings); "
             "keepalive interval for new connections doubled to %gs",
             self.target,
-            2 * interval,
+            doubled,
         )
 
     async def _tls_handshake(self, stream: trio.abc.Stream) -> trio.SSLStream[trio.abc.Stream]:
