@@ -27,6 +27,7 @@ import trio_grpc
 from tests.interop._proto.grpc.testing import empty_pb2, messages_pb2, test_pb2
 from tests.raw_h2 import Answer, ServerPeer, grpc_message, permissive_config, raw_server
 from trio_grpc import ChannelSettings, RpcError, StatusCode
+from trio_grpc._timeout import parse_timeout
 
 SERVICE = test_pb2.DESCRIPTOR.services_by_name["TestService"]
 TIMEOUT = 10
@@ -321,8 +322,14 @@ async def test_compressed_response_inflating_to_100_mib_is_refused() -> None:
 async def test_goaway_mid_call_refuses_the_streams_above_last_stream_id_and_finishes_the_others(
     error_code: int, debug: bytes, reason: str
 ) -> None:
+    """The refused call is sent again, once, on a new connection (transparent retry); refused there too, it
+    fails with the reason."""
+
     async def answer(peer: ServerPeer, stream_id: int, headers: dict[bytes, bytes]) -> None:
-        if stream_id == 3:  # both calls are in flight: promise to finish stream 1 only, then do
+        if peer is not server.peers[0]:  # the second call, sent again: refused again, before any of it
+            goaway = GoAwayFrame(stream_id=0, last_stream_id=0, error_code=error_code, additional_data=debug)
+            await peer.send_raw(goaway.serialize())
+        elif stream_id == 3:  # both calls are in flight: promise to finish stream 1 only, then do
             goaway = GoAwayFrame(stream_id=0, last_stream_id=1, error_code=error_code, additional_data=debug)
             await peer.send_raw(goaway.serialize())
             peer.h2.send_headers(1, GRPC_HEADERS)
@@ -344,9 +351,9 @@ async def test_goaway_mid_call_refuses_the_streams_above_last_stream_id_and_fini
                 nursery.start_soon(call, "first", stub)
                 await server.wait_for_requests(1)
                 nursery.start_soon(call, "second", stub)
-            await assert_good_call(channel)  # on a new connection: the old one is draining
-            assert [stream_id for stream_id, _ in server.requests] == [1, 3, 1]
-            assert len(server.peers) == 2
+            await assert_good_call(channel)  # on a new connection: the others are draining
+            assert [stream_id for stream_id, _ in server.requests] == [1, 3, 1, 1]
+            assert len(server.peers) == 3
     assert outcomes["first"] == RESPONSE
     second = outcomes["second"]
     assert isinstance(second, RpcError)
@@ -354,6 +361,62 @@ async def test_goaway_mid_call_refuses_the_streams_above_last_stream_id_and_fini
         StatusCode.UNAVAILABLE,
         f"the server refused the call ({reason})",
     )
+
+
+def refusing_first(*then: tuple[list[tuple[bytes, bytes]] | bytes, bool], delay: float = 0) -> Answer:
+    """RST_STREAM(REFUSED_STREAM) for the first request (after `then`'s parts, `delay` seconds late), a
+    proper answer after."""
+    proper = sending(
+        (GRPC_HEADERS, False), (grpc_message(RESPONSE.SerializeToString()), False), (OK_TRAILERS, True)
+    )
+    refused: list[int] = []
+
+    async def answer(peer: ServerPeer, stream_id: int, headers: dict[bytes, bytes]) -> None:
+        if refused:
+            await proper(peer, stream_id, headers)
+            return
+        refused.append(stream_id)
+        await sending(*then)(peer, stream_id, headers)
+        await trio.sleep(delay)  # time the call spends before its refusal: its deadline counts it
+        peer.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+
+    return answer
+
+
+async def test_refused_stream_is_sent_again_once_on_the_same_connection() -> None:
+    """REFUSED_STREAM says the server did none of the call (RFC 9113 8.7): transparent retry, on the
+    connection still in use; the deadline is the call's own, not a new one."""
+    with trio.fail_after(TIMEOUT):
+        async with (
+            raw_server(answering(refusing_first(delay=0.3))) as server,
+            trio_grpc.Channel(server.target) as channel,
+        ):
+            response = await trio_grpc.Stub(channel, SERVICE).UnaryCall(
+                messages_pb2.SimpleRequest(), timeout=5
+            )
+            assert response == RESPONSE
+            assert [stream_id for stream_id, _ in server.requests] == [1, 3]
+            assert len(server.peers) == 1
+            first, second = (parse_timeout(headers[b"grpc-timeout"]) for _, headers in server.requests)
+            assert second <= first - 0.3 and first <= 5
+
+
+@pytest.mark.parametrize("kind", ["after response headers", "client-streaming"])
+async def test_refused_stream_is_not_sent_again_after_headers_or_when_requests_are_gone(kind: str) -> None:
+    """Response headers say the server's application saw the call; a client-streaming call's messages are not
+    kept to send again. Either way the refusal is the call's outcome (UNAVAILABLE)."""
+    answer = refusing_first((GRPC_HEADERS, False)) if kind == "after response headers" else refusing_first()
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(answering(answer)) as server, trio_grpc.Channel(server.target) as channel:
+            stub = trio_grpc.Stub(channel, SERVICE)
+            with pytest.raises(RpcError) as caught:
+                if kind == "client-streaming":
+                    await stub.StreamingInputCall([messages_pb2.StreamingInputCallRequest()])
+                else:
+                    await stub.UnaryCall(messages_pb2.SimpleRequest())
+            assert caught.value.code == StatusCode.UNAVAILABLE
+            await assert_good_call(channel)
+            assert len(server.requests) == 2  # the refused call once, then the good one
 
 
 async def test_connection_dropped_mid_call_is_unavailable() -> None:
