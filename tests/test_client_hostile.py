@@ -383,7 +383,8 @@ def refusing_first(*then: tuple[list[tuple[bytes, bytes]] | bytes, bool], delay:
     return answer
 
 
-async def test_refused_stream_is_sent_again_once_on_the_same_connection() -> None:
+@pytest.mark.parametrize("kind", ["unary", "server-streaming"])
+async def test_refused_stream_is_sent_again_once_on_the_same_connection(kind: str) -> None:
     """REFUSED_STREAM says the server did none of the call (RFC 9113 8.7): transparent retry, on the
     connection still in use; the deadline is the call's own, not a new one."""
     with trio.fail_after(TIMEOUT):
@@ -391,10 +392,13 @@ async def test_refused_stream_is_sent_again_once_on_the_same_connection() -> Non
             raw_server(answering(refusing_first(delay=0.3))) as server,
             trio_grpc.Channel(server.target) as channel,
         ):
-            response = await trio_grpc.Stub(channel, SERVICE).UnaryCall(
-                messages_pb2.SimpleRequest(), timeout=5
-            )
-            assert response == RESPONSE
+            stub = trio_grpc.Stub(channel, SERVICE)
+            if kind == "unary":
+                assert await stub.UnaryCall(messages_pb2.SimpleRequest(), timeout=5) == RESPONSE
+            else:
+                request = messages_pb2.StreamingOutputCallRequest()
+                async with stub.StreamingOutputCall(request, timeout=5) as call:
+                    assert [response.payload async for response in call] == [RESPONSE.payload]
             assert [stream_id for stream_id, _ in server.requests] == [1, 3]
             assert len(server.peers) == 1
             first, second = (parse_timeout(headers[b"grpc-timeout"]) for _, headers in server.requests)
