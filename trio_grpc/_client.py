@@ -54,7 +54,7 @@ class ClientConnection(Connection):
         settings: ChannelSettings,
         authority: bytes,
         scheme: bytes,
-        on_too_many_pings: Callable[[float | None], None],
+        keepalive: KeepaliveBackoff,
     ) -> None:
         # h2's inbound validation would take a malformed response for a connection error, at a cost per
         # field; `headers_error` checks the same rules (`malformed_response`) and fails just that call.
@@ -68,7 +68,7 @@ class ClientConnection(Connection):
         super().__init__(socket, config, settings)
         self.settings_received = trio.Event()
         self.draining = False
-        self._on_too_many_pings = on_too_many_pings
+        self._keepalive = keepalive
         self._slot_lot = trio.lowlevel.ParkingLot()
         #: The request headers of each method path called on this connection, but for per-call ones.
         self._request_headers: dict[bytes, ConstantHeaders] = {}
@@ -140,7 +140,7 @@ class ClientConnection(Connection):
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         self.draining = True
         if event.error_code == ErrorCodes.ENHANCE_YOUR_CALM and event.additional_data == b"too_many_pings":
-            self._on_too_many_pings(self.limits.keepalive_time)
+            self._keepalive.too_many_pings(self.limits.keepalive_time)
         refused = StreamClosed(
             f"the server refused the call ({_describe_goaway(event)})", ErrorCodes.REFUSED_STREAM
         )
@@ -199,6 +199,38 @@ class ClientConnection(Connection):
         h2_stream.state_machine.process_input(h2.stream.StreamInputs.SEND_HEADERS)
 
 
+class KeepaliveBackoff:
+    """The settings of a channel's new connections: its own, but for a keepalive interval servers made it
+    back off from. Shared by the channel and its connections (a callback into the channel would tie the
+    two in a reference cycle)."""
+
+    def __init__(self, target: str, settings: ChannelSettings) -> None:
+        self.target = target
+        self.settings = settings
+
+    def too_many_pings(self, interval: float | None) -> None:
+        """A server said the PINGs of a connection that PINGed every `interval` seconds came too often: new
+        connections PING half as often as that one did.
+
+        As grpc-core, grpc-java and grpc-go do (gRFC A8), so that a client configured more eagerly than
+        the servers it meets settles on an interval they accept instead of being cut off again and again.
+        From the connection's own interval, so that two connections told at once double it only once.
+        """
+        if interval is None:  # PINGs that were not ours (or a server that says so regardless)
+            return
+        current = self.settings.keepalive_time
+        doubled = max(current or 0.0, 2 * interval)
+        if doubled == current:
+            return
+        self.settings = dataclasses.replace(self.settings, keepalive_time=doubled)
+        log.warning(
+            "%s answered our keepalive PINGs with GOAWAY ENHANCE_YOUR_CALM (too_many_pings); "
+            "keepalive interval for new connections doubled to %gs",
+            self.target,
+            doubled,
+        )
+
+
 def _describe_goaway(event: h2.events.ConnectionTerminated) -> str:
     """The code and debug data of a GOAWAY, which say why: `GOAWAY ENHANCE_YOUR_CALM: too_many_pings`."""
     code = event.error_code
@@ -251,8 +283,7 @@ class Channel:
             tls.set_alpn_protocols(["h2"])
         self._server_hostname = server_hostname
         self.settings = settings or ChannelSettings()
-        #: What new connections get: `settings`, but for a keepalive interval servers made us back off.
-        self._connection_settings = self.settings
+        self._keepalive = KeepaliveBackoff(target, self.settings)
         authority = server_hostname or _authority(self._address)
         self._authority = authority.encode()
         self._scheme = b"https" if tls is not None else b"http"
@@ -304,7 +335,7 @@ class Channel:
                     await close_at_once(stream)
                     raise
             connection = ClientConnection(
-                stream, self._connection_settings, self._authority, self._scheme, self._back_off_keepalive
+                stream, self._keepalive.settings, self._authority, self._scheme, self._keepalive
             )
             self._nursery.start_soon(connection.run)
             try:
@@ -318,28 +349,6 @@ class Channel:
             return connection
         assert timer.cancelled_caught
         raise RpcError(StatusCode.UNAVAILABLE, f"timed out connecting to {self.target}")
-
-    def _back_off_keepalive(self, interval: float | None) -> None:
-        """A server said the keepalive PINGs of a connection that PINGed every `interval` seconds came too
-        often: new connections PING half as often as that one did.
-
-        As grpc-core, grpc-java and grpc-go do (gRFC A8), so that a client configured more eagerly than
-        the servers it meets settles on an interval they accept instead of being cut off again and again.
-        From the connection's own interval, so that two connections told at once double it only once.
-        """
-        if interval is None:  # PINGs that were not ours (or a server that says so regardless)
-            return
-        current = self._connection_settings.keepalive_time
-        doubled = max(current or 0.0, 2 * interval)
-        if doubled == current:
-            return
-        self._connection_settings = dataclasses.replace(self._connection_settings, keepalive_time=doubled)
-        log.warning(
-            "%s answered our keepalive PINGs with GOAWAY ENHANCE_YOUR_CALM (too_many_pings); "
-            "keepalive interval for new connections doubled to %gs",
-            self.target,
-            doubled,
-        )
 
     async def _tls_handshake(self, stream: trio.abc.Stream) -> trio.SSLStream[trio.abc.Stream]:
         assert self._tls is not None
