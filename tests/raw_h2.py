@@ -175,6 +175,14 @@ def status_name(response: Response) -> str:
         return f"grpc-status {raw!r}"
 
 
+async def read_some(socket: trio.SocketStream) -> bytes:
+    """What comes next on `socket`; b"" once the peer has closed it, or reset it."""
+    try:
+        return await socket.receive_some(65536)
+    except trio.BrokenResourceError:
+        return b""
+
+
 # -- RawClient: h2 driven by hand ---------------------------------------------------------------------------
 
 
@@ -246,10 +254,7 @@ class RawClient:
 
     async def receive(self) -> bool:
         """Read and handle what comes next; False once the server closed the connection."""
-        try:
-            data = await self.socket.receive_some(65536)
-        except trio.BrokenResourceError:
-            data = b""
+        data = await read_some(self.socket)
         if not data:
             self.eof = True
             return False

@@ -30,7 +30,7 @@ from google.protobuf.message import Message
 import trio_grpc
 from tests.interop import server as interop_server
 from tests.interop._proto.grpc.testing import messages_pb2
-from tests.raw_h2 import ErrorCodes, Response, grpc_message, request_headers
+from tests.raw_h2 import ErrorCodes, Response, grpc_message, read_some, request_headers
 from trio_grpc import ChannelSettings, RpcError, ServerSettings, StatusCode
 from trio_grpc._transport import _keep_streams_open_after_goaway
 
@@ -139,10 +139,7 @@ class LazyPeer:
 
     async def receive(self) -> bool:
         """Read once and record what came; False once the other side closed the connection."""
-        try:
-            data = await self.socket.receive_some(65536)
-        except trio.BrokenResourceError:
-            data = b""
+        data = await read_some(self.socket)
         if not data:
             return False
         for event in self.h2.receive_data(data):
