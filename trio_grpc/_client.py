@@ -1,7 +1,9 @@
 """The gRPC client: `Channel` (connections), `Call` (one RPC), `Stub` (methods from a service descriptor).
 
 A Channel owns a nursery in which its connection tasks run; leaving `async with Channel(...)` closes them.
-It keeps one connection and opens a new one when that one is lost or draining after a GOAWAY. A `Call` is
+It keeps one connection and opens a new one when that one is lost or draining after a GOAWAY; a GOAWAY that
+says `too_many_pings` doubles the keepalive interval of the connections after it (`KeepaliveBackoff`). A call
+the server refused before processing it is sent again, once (`Call._retry_if_refused`). A `Call` is
 an async context manager: leaving it before the call ended resets the stream with RST_STREAM(CANCEL).
 The deadline of a call is the earlier of its `timeout` and the effective deadline of the cancel scopes it is
 entered in, and goes to the server as `grpc-timeout`: a handler's calls carry its own deadline onward. It
