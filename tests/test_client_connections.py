@@ -319,3 +319,36 @@ async def test_a_call_refused_over_max_concurrent_streams_is_sent_again(
         (kind, body) for index in range(rounds) for body in (b"hold-%d" % index, b"next-%d" % index)
     )
     assert retries(caplog) == (rounds if kind == "trio_grpc" else 0)
+
+
+async def test_a_refused_call_with_no_server_left_to_take_it_fails_unavailable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The retry finds no server: the call fails with why, and stays failed."""
+    seen: collections.Counter[tuple[str, bytes]] = collections.Counter()
+    server = trio_grpc.Server([trio_grpc.bind_service(SERVICE, CountingService("only", seen))])
+    errors: list[trio_grpc.RpcError] = []
+
+    async def late_call(stub: trio_grpc.Stub) -> None:
+        async with stub.UnaryCall.open(request(b"late")) as late:
+            with pytest.raises(trio_grpc.RpcError) as caught:
+                await late.response()
+            errors.append(caught.value)
+            assert late.code == StatusCode.UNAVAILABLE
+            with pytest.raises(trio_grpc.RpcError):
+                await late.receive()
+
+    with trio.fail_after(TIMEOUT), caplog.at_level(logging.DEBUG, "trio_grpc.client"):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(partial(server.serve_tcp, 0, host="127.0.0.1"))
+            async with trio_grpc.Channel(f"127.0.0.1:{port}") as channel:
+                stub = trio_grpc.Stub(channel, SERVICE)
+                await stub.UnaryCall(request(b"warm-up"))
+                async with trio.open_nursery() as racing:  # in the same turn: the call crosses the GOAWAY
+                    racing.start_soon(partial(server.shutdown, grace=TIMEOUT))
+                    racing.start_soon(late_call, stub)
+    [error] = errors
+    assert error.code == StatusCode.UNAVAILABLE
+    assert f"127.0.0.1:{port}" in error.message  # cannot connect to it, or it did not answer
+    assert seen == collections.Counter([("only", b"warm-up")])
+    assert retries(caplog) == 1

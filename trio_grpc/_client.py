@@ -690,7 +690,10 @@ class Call:
         log.debug("%s: %s; sending it again", self.method, closed.reason)
         connection.release(stream)
         self._stream = None
-        await self._bounded(self._start)
+        try:
+            await self._bounded(self._start)
+        except RpcError as exc:  # no connection to be had: that is the call's outcome from now on
+            raise self._fail(exc) from None
         return True
 
     def _closed_error(self, closed: StreamClosed) -> RpcError:
