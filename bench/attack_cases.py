@@ -3,7 +3,7 @@
 An attack gets the server's `Target` and a `Report`: it opens its connections through `report.connect` (so
 that what the server answered on each is summarised afterwards, even when the attack is cut off by its
 time limit) and adds notes of its own (bytes sent, how many connections were served...). Every loop is
-bounded in count, and every wait in time. Streams of `Peer.check` (a well-formed Health.Check on the
+bounded in count, and every wait in time. Streams of `FrameClient.check` (a well-formed Health.Check on the
 attacker's own connection, to see whether it survived) are reported in the notes, not in the outcome.
 """
 
@@ -20,19 +20,19 @@ import hpack
 import trio
 
 import trio_grpc
-from bench.raw_h2 import (
+from tests.interop._proto.grpc.testing import messages_pb2, test_pb2
+from tests.raw_h2 import (
     ANY_TIME,
     INITIAL_WINDOW_SIZE,
     Connecting,
+    FrameClient,
     Header,
-    Peer,
-    connect,
+    connect_frames,
     error_name,
     grpc_message,
     request_headers,
     status_name,
 )
-from tests.interop._proto.grpc.testing import messages_pb2, test_pb2
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -53,7 +53,7 @@ class Target:
 class Report:
     """What an attack leaves for the table: the connections it opened and its notes."""
 
-    peers: list[Peer] = field(default_factory=list)
+    peers: list[FrameClient] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @contextlib.asynccontextmanager
@@ -65,8 +65,8 @@ class Report:
         settings: dict[int, int] | None = None,
         wait_settings: bool = True,
         connecting: Connecting = ANY_TIME,
-    ) -> AsyncIterator[Peer]:
-        async with connect(
+    ) -> AsyncIterator[FrameClient]:
+        async with connect_frames(
             target.port,
             preface=preface,
             settings=settings,
@@ -96,7 +96,7 @@ class Report:
                 if stream.ended:
                     status = status_name(stream)
                     seen[status] += 1
-                    message = (stream.field(b"grpc-message") or b"").decode(errors="replace")
+                    message = (stream.status_field(b"grpc-message") or b"").decode(errors="replace")
                     samples.setdefault(status, message)
         parts = [_counted(name, count, samples.get(name)) for name, count in seen.items()]
         if acks := sum(peer.seen.ping_acks for peer in self.peers):
@@ -140,7 +140,7 @@ def case(name: str, what: str, timeout: float = 20.0) -> Callable[[Attack], Atta
 
 
 def unary(
-    peer: Peer, stream_id: int, headers: list[Header] | None = None, body: bytes = EMPTY_REQUEST
+    peer: FrameClient, stream_id: int, headers: list[Header] | None = None, body: bytes = EMPTY_REQUEST
 ) -> bytes:
     """HEADERS and a DATA frame ending the stream: a whole unary request (Health.Check unless told)."""
     frames = peer.frames
@@ -156,11 +156,11 @@ def replacing(name: bytes, value: bytes, headers: list[Header]) -> list[Header]:
     return [(name, value) if header[0] == name else header for header in headers]
 
 
-async def then_check(peer: Peer, report: Report) -> None:
+async def then_check(peer: FrameClient, report: Report) -> None:
     report.note(f"then Health.Check on the same connection: {await peer.check()}")
 
 
-async def answered(peer: Peer, stream_ids: list[int], within: float = 3) -> None:
+async def answered(peer: FrameClient, stream_ids: list[int], within: float = 3) -> None:
     await peer.wait_until(lambda: all(peer.seen.streams[i].done for i in stream_ids), within)
 
 
@@ -233,7 +233,7 @@ async def partial_messages(target: Target, report: Report, connections: int, sec
 
     Returns how much of it went out, and how fast: a server that stops granting credit makes it stall.
     """
-    peers: list[Peer] = []
+    peers: list[FrameClient] = []
 
     async def one_connection() -> None:
         async with report.connect(target) as peer:
@@ -276,9 +276,9 @@ async def partial_messages_repeated(target: Target, report: Report) -> None:
 async def control_flood(
     target: Target,
     report: Report,
-    frame: Callable[[Peer, int], bytes],
+    frame: Callable[[FrameClient, int], bytes],
     what: str,
-    all_answered: Callable[[Peer, int], bool] = lambda peer, sent: True,
+    all_answered: Callable[[FrameClient, int], bool] = lambda peer, sent: True,
 ) -> None:
     """100,000 frames made by `frame(peer, index)`, 1,000 per write, on one connection.
 
@@ -357,7 +357,7 @@ async def window_update_overflow(target: Target, report: Report) -> None:
     async with report.connect(target) as peer:
         watch = peer.stream_id()
         await peer.send(unary(peer, watch, request_headers(HEALTH_WATCH)))
-        await peer.wait_until(lambda: peer.seen.streams[watch].data > 0, 3)  # the first status came
+        await peer.wait_until(lambda: len(peer.seen.streams[watch].data) > 0, 3)  # the first status came
         await peer.send(peer.frames.window_update(watch, MAX_STREAM_ID))
         await answered(peer, [watch])
         report.note(f"stream overflow: {_stream_outcome(peer, watch)}")
@@ -367,7 +367,7 @@ async def window_update_overflow(target: Target, report: Report) -> None:
         report.note(f"connection overflow: {'closed' if peer.closed else 'connection still open'}")
 
 
-def _stream_outcome(peer: Peer, stream_id: int) -> str:
+def _stream_outcome(peer: FrameClient, stream_id: int) -> str:
     stream = peer.seen.streams[stream_id]
     if stream.reset is not None:
         return f"RST_STREAM {error_name(stream.reset)}"

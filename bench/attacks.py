@@ -3,7 +3,7 @@
     python -m bench.attacks                    # every case, a markdown table on stdout (a few minutes)
     python -m bench.attacks --case ping-flood  # one case (--case may be repeated); --list names them all
 
-For each case (the attacks live in `bench.attack_cases`, over the raw HTTP/2 client of `bench.raw_h2`), a
+For each case (the attacks live in `bench.attack_cases`, over the raw HTTP/2 client of `tests.raw_h2`), a
 fresh `chatserver` subprocess on 127.0.0.1 (port 0, read from its "listening on" log line) is attacked, and
 the table gives:
 - outcome: what the attacker saw (GOAWAY code and debug data, RST_STREAM codes, gRPC or HTTP statuses, ACKs),

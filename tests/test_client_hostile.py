@@ -25,8 +25,9 @@ from hypothesis import strategies as st
 
 import trio_grpc
 from tests.interop._proto.grpc.testing import empty_pb2, messages_pb2, test_pb2
-from tests.raw_h2 import Answer, ServerPeer, frame, permissive_config, raw_server
+from tests.raw_h2 import Answer, ServerPeer, grpc_message, permissive_config, raw_server
 from trio_grpc import ChannelSettings, RpcError, StatusCode
+from trio_grpc._timeout import parse_timeout
 
 SERVICE = test_pb2.DESCRIPTOR.services_by_name["TestService"]
 TIMEOUT = 10
@@ -47,7 +48,7 @@ def answering(bad: Answer) -> Answer:
             await bad(peer, stream_id, headers)
             return
         peer.h2.send_headers(stream_id, GRPC_HEADERS)
-        peer.h2.send_data(stream_id, frame(b""))
+        peer.h2.send_data(stream_id, grpc_message(b""))
         peer.h2.send_headers(stream_id, OK_TRAILERS, end_stream=True)
 
     return answer
@@ -111,7 +112,7 @@ async def test_trailers_only_ok_on_a_client_streaming_call_is_internal() -> None
 
 
 async def test_two_response_messages_are_internal_and_the_call_records_it() -> None:
-    body = frame(RESPONSE.SerializeToString())
+    body = grpc_message(RESPONSE.SerializeToString())
     answer = answering(sending((GRPC_HEADERS, False), (body + body, False), (OK_TRAILERS, True)))
     with trio.fail_after(TIMEOUT):
         async with raw_server(answer) as server, trio_grpc.Channel(server.target) as channel:
@@ -127,7 +128,7 @@ async def test_two_response_messages_are_internal_and_the_call_records_it() -> N
 
 async def test_a_second_message_is_refused_without_waiting_for_the_status() -> None:
     """Like grpc-go: the call fails when the extra message arrives, and the stream is reset."""
-    body = frame(RESPONSE.SerializeToString())
+    body = grpc_message(RESPONSE.SerializeToString())
     with trio.fail_after(TIMEOUT):
         error, resets = await hostile_unary_call(sending((GRPC_HEADERS, False), (body + body, False)))
     assert error.code == StatusCode.INTERNAL
@@ -160,14 +161,14 @@ async def test_a_second_message_is_refused_without_waiting_for_the_status() -> N
 async def test_missing_or_garbled_status_fields_still_give_the_right_code(
     trailers: list[tuple[bytes, bytes]], code: StatusCode, message: str
 ) -> None:
-    body = frame(RESPONSE.SerializeToString())
+    body = grpc_message(RESPONSE.SerializeToString())
     with trio.fail_after(TIMEOUT):
         error, _ = await hostile_unary_call(sending((GRPC_HEADERS, False), (body, False), (trailers, True)))
     assert (error.code, error.message, error.details) == (code, message, None)
 
 
 async def test_data_ending_the_stream_without_trailers_is_unknown() -> None:
-    body = frame(RESPONSE.SerializeToString())
+    body = grpc_message(RESPONSE.SerializeToString())
     with trio.fail_after(TIMEOUT):
         error, _ = await hostile_unary_call(sending((GRPC_HEADERS, False), (body, True)))
     assert (error.code, error.message) == (StatusCode.UNKNOWN, "server ended the call without a grpc-status")
@@ -285,7 +286,7 @@ async def test_100_mib_response_is_refused_from_its_length_prefix() -> None:
 
 async def test_response_compressed_with_an_unsupported_encoding_is_internal() -> None:
     headers = [*GRPC_HEADERS, (b"grpc-encoding", b"snappy")]
-    answer = sending((headers, False), (frame(b"\x01\x02", flag=1), False), (OK_TRAILERS, True))
+    answer = sending((headers, False), (grpc_message(b"\x01\x02", flag=1), False), (OK_TRAILERS, True))
     with trio.fail_after(TIMEOUT):
         error, _ = await hostile_unary_call(answer)
     assert (error.code, error.message) == (
@@ -299,7 +300,7 @@ async def test_compressed_response_inflating_to_100_mib_is_refused() -> None:
     headers = [*GRPC_HEADERS, (b"grpc-encoding", b"gzip")]
     with trio.fail_after(TIMEOUT):
         error, _ = await hostile_unary_call(
-            sending((headers, False), (frame(bomb, 1), False), (OK_TRAILERS, True))
+            sending((headers, False), (grpc_message(bomb, 1), False), (OK_TRAILERS, True))
         )
     assert (error.code, error.message) == (
         StatusCode.RESOURCE_EXHAUSTED,
@@ -321,12 +322,18 @@ async def test_compressed_response_inflating_to_100_mib_is_refused() -> None:
 async def test_goaway_mid_call_refuses_the_streams_above_last_stream_id_and_finishes_the_others(
     error_code: int, debug: bytes, reason: str
 ) -> None:
+    """The refused call is sent again, once, on a new connection (transparent retry); refused there too, it
+    fails with the reason."""
+
     async def answer(peer: ServerPeer, stream_id: int, headers: dict[bytes, bytes]) -> None:
-        if stream_id == 3:  # both calls are in flight: promise to finish stream 1 only, then do
+        if peer is not server.peers[0]:  # the second call, sent again: refused again, before any of it
+            goaway = GoAwayFrame(stream_id=0, last_stream_id=0, error_code=error_code, additional_data=debug)
+            await peer.send_raw(goaway.serialize())
+        elif stream_id == 3:  # both calls are in flight: promise to finish stream 1 only, then do
             goaway = GoAwayFrame(stream_id=0, last_stream_id=1, error_code=error_code, additional_data=debug)
             await peer.send_raw(goaway.serialize())
             peer.h2.send_headers(1, GRPC_HEADERS)
-            peer.h2.send_data(1, frame(RESPONSE.SerializeToString()))
+            peer.h2.send_data(1, grpc_message(RESPONSE.SerializeToString()))
             peer.h2.send_headers(1, OK_TRAILERS, end_stream=True)
 
     outcomes: dict[str, Any] = {}
@@ -344,9 +351,9 @@ async def test_goaway_mid_call_refuses_the_streams_above_last_stream_id_and_fini
                 nursery.start_soon(call, "first", stub)
                 await server.wait_for_requests(1)
                 nursery.start_soon(call, "second", stub)
-            await assert_good_call(channel)  # on a new connection: the old one is draining
-            assert [stream_id for stream_id, _ in server.requests] == [1, 3, 1]
-            assert len(server.peers) == 2
+            await assert_good_call(channel)  # on a new connection: the others are draining
+            assert [stream_id for stream_id, _ in server.requests] == [1, 3, 1, 1]
+            assert len(server.peers) == 3
     assert outcomes["first"] == RESPONSE
     second = outcomes["second"]
     assert isinstance(second, RpcError)
@@ -356,10 +363,70 @@ async def test_goaway_mid_call_refuses_the_streams_above_last_stream_id_and_fini
     )
 
 
+def refusing_first(*then: tuple[list[tuple[bytes, bytes]] | bytes, bool], delay: float = 0) -> Answer:
+    """RST_STREAM(REFUSED_STREAM) for the first request (after `then`'s parts, `delay` seconds late), a
+    proper answer after."""
+    proper = sending(
+        (GRPC_HEADERS, False), (grpc_message(RESPONSE.SerializeToString()), False), (OK_TRAILERS, True)
+    )
+    refused: list[int] = []
+
+    async def answer(peer: ServerPeer, stream_id: int, headers: dict[bytes, bytes]) -> None:
+        if refused:
+            await proper(peer, stream_id, headers)
+            return
+        refused.append(stream_id)
+        await sending(*then)(peer, stream_id, headers)
+        await trio.sleep(delay)  # time the call spends before its refusal: its deadline counts it
+        peer.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+
+    return answer
+
+
+@pytest.mark.parametrize("kind", ["unary", "server-streaming"])
+async def test_refused_stream_is_sent_again_once_on_the_same_connection(kind: str) -> None:
+    """REFUSED_STREAM says the server did none of the call (RFC 9113 8.7): transparent retry, on the
+    connection still in use; the deadline is the call's own, not a new one."""
+    with trio.fail_after(TIMEOUT):
+        async with (
+            raw_server(answering(refusing_first(delay=0.3))) as server,
+            trio_grpc.Channel(server.target) as channel,
+        ):
+            stub = trio_grpc.Stub(channel, SERVICE)
+            if kind == "unary":
+                assert await stub.UnaryCall(messages_pb2.SimpleRequest(), timeout=5) == RESPONSE
+            else:
+                request = messages_pb2.StreamingOutputCallRequest()
+                async with stub.StreamingOutputCall(request, timeout=5) as call:
+                    assert [response.payload async for response in call] == [RESPONSE.payload]
+            assert [stream_id for stream_id, _ in server.requests] == [1, 3]
+            assert len(server.peers) == 1
+            first, second = (parse_timeout(headers[b"grpc-timeout"]) for _, headers in server.requests)
+            assert second <= first - 0.3 and first <= 5
+
+
+@pytest.mark.parametrize("kind", ["after response headers", "client-streaming"])
+async def test_refused_stream_is_not_sent_again_after_headers_or_when_requests_are_gone(kind: str) -> None:
+    """Response headers say the server's application saw the call; a client-streaming call's messages are not
+    kept to send again. Either way the refusal is the call's outcome (UNAVAILABLE)."""
+    answer = refusing_first((GRPC_HEADERS, False)) if kind == "after response headers" else refusing_first()
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(answering(answer)) as server, trio_grpc.Channel(server.target) as channel:
+            stub = trio_grpc.Stub(channel, SERVICE)
+            with pytest.raises(RpcError) as caught:
+                if kind == "client-streaming":
+                    await stub.StreamingInputCall([messages_pb2.StreamingInputCallRequest()])
+                else:
+                    await stub.UnaryCall(messages_pb2.SimpleRequest())
+            assert caught.value.code == StatusCode.UNAVAILABLE
+            await assert_good_call(channel)
+            assert len(server.requests) == 2  # the refused call once, then the good one
+
+
 async def test_connection_dropped_mid_call_is_unavailable() -> None:
     async def drop(peer: ServerPeer, stream_id: int, headers: dict[bytes, bytes]) -> None:
         peer.h2.send_headers(stream_id, GRPC_HEADERS)
-        peer.h2.send_data(stream_id, frame(RESPONSE.SerializeToString())[:4])
+        peer.h2.send_data(stream_id, grpc_message(RESPONSE.SerializeToString())[:4])
         await peer.flush()
         await peer.drop()
 
@@ -430,7 +497,9 @@ async def test_malformed_response_headers_fail_the_call_and_only_the_call(
 async def test_malformed_trailers_fail_the_call_and_only_the_call(
     trailers: list[tuple[bytes, bytes]],
 ) -> None:
-    answer = sending((GRPC_HEADERS, False), (frame(RESPONSE.SerializeToString()), False), (trailers, True))
+    answer = sending(
+        (GRPC_HEADERS, False), (grpc_message(RESPONSE.SerializeToString()), False), (trailers, True)
+    )
     with trio.fail_after(TIMEOUT):
         async with raw_server(answering(answer)) as server, trio_grpc.Channel(server.target) as channel:
             with pytest.raises(RpcError) as caught:
@@ -449,7 +518,7 @@ async def test_malformed_headers_cost_no_other_call_on_the_connection() -> None:
         if headers[b":path"] == GOOD_PATH:
             await released.wait()
             peer.h2.send_headers(stream_id, GRPC_HEADERS)
-            peer.h2.send_data(stream_id, frame(b""))
+            peer.h2.send_data(stream_id, grpc_message(b""))
             peer.h2.send_headers(stream_id, OK_TRAILERS, end_stream=True)
         else:
             peer.h2.send_headers(stream_id, [*GRPC_HEADERS, (b"Bad", b"1")])
@@ -471,7 +540,7 @@ async def test_informational_response_before_the_real_one_is_skipped() -> None:
     answer = sending(
         ([(b":status", b"100")], False),
         (GRPC_HEADERS, False),
-        (frame(RESPONSE.SerializeToString()), False),
+        (grpc_message(RESPONSE.SerializeToString()), False),
         (OK_TRAILERS, True),
     )
     with trio.fail_after(TIMEOUT):
@@ -488,7 +557,7 @@ async def test_metadata_over_max_header_list_size_fails_the_call_and_keeps_the_c
     async def answer(peer: ServerPeer, stream_id: int, headers: dict[bytes, bytes]) -> None:
         if where == "trailers":
             peer.h2.send_headers(stream_id, GRPC_HEADERS)
-            peer.h2.send_data(stream_id, frame(RESPONSE.SerializeToString()))
+            peer.h2.send_data(stream_id, grpc_message(RESPONSE.SerializeToString()))
         await peer.send_raw_headers(stream_id, fields, end_stream=where == "trailers")
 
     with trio.fail_after(TIMEOUT):
@@ -657,9 +726,9 @@ _FIELDS = st.sampled_from(
 )
 _PAYLOADS = st.one_of(
     st.binary(max_size=64),
-    st.just(frame(RESPONSE.SerializeToString())),
-    st.just(frame(b"\xff\xff")),  # not a SimpleResponse
-    st.just(frame(gzip.compress(RESPONSE.SerializeToString()), flag=1)),
+    st.just(grpc_message(RESPONSE.SerializeToString())),
+    st.just(grpc_message(b"\xff\xff")),  # not a SimpleResponse
+    st.just(grpc_message(gzip.compress(RESPONSE.SerializeToString()), flag=1)),
     st.just(b"\0" + (100 * MiB).to_bytes(4, "big")),
 )
 _PARTS = st.one_of(

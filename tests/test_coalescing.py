@@ -14,7 +14,7 @@ import trio
 
 import trio_grpc
 from tests.interop._proto.grpc.testing import messages_pb2, test_pb2
-from tests.raw_h2 import frame, permissive_config
+from tests.raw_h2 import grpc_message, permissive_config
 
 TIMEOUT = 10
 MESSAGES = 500
@@ -34,7 +34,7 @@ SERVICE = test_pb2.DESCRIPTOR.services_by_name["TestService"]
 
 def response_body() -> bytes:
     response = messages_pb2.StreamingOutputCallResponse(payload=messages_pb2.Payload(body=bytes(SIZE)))
-    return frame(response.SerializeToString())
+    return grpc_message(response.SerializeToString())
 
 
 class Service:
@@ -89,7 +89,7 @@ async def server_streaming(port: int, messages: int) -> tuple[bytes, int]:
         )
         stream_id = conn.get_next_available_stream_id()
         conn.send_headers(stream_id, STREAMING_REQUEST_HEADERS)
-        conn.send_data(stream_id, frame(request.SerializeToString()), end_stream=True)
+        conn.send_data(stream_id, grpc_message(request.SerializeToString()), end_stream=True)
         await socket.send_all(conn.data_to_send())
         return await read_data(socket, conn, stream_id, messages * len(response_body()))
 
@@ -124,7 +124,7 @@ async def test_a_lone_message_leaves_without_waiting_for_more() -> None:
 async def test_client_requests_sent_in_a_loop_share_data_frames() -> None:
     """A client-streaming call against a raw h2 server that counts the DATA frames of the requests."""
     request = messages_pb2.StreamingInputCallRequest(payload=messages_pb2.Payload(body=bytes(SIZE)))
-    body = frame(request.SerializeToString())
+    body = grpc_message(request.SerializeToString())
     counted: list[tuple[bytes, int]] = []
     ended = trio.Event()
 
@@ -181,7 +181,7 @@ async def test_large_messages_are_cut_at_the_peers_frame_size_within_its_windows
     service = Service()
     server = trio_grpc.Server([trio_grpc.bind_service(SERVICE, service)])
     expected = b"".join(
-        frame(
+        grpc_message(
             messages_pb2.StreamingOutputCallResponse(
                 payload=messages_pb2.Payload(body=bytes(size))
             ).SerializeToString()
@@ -198,7 +198,7 @@ async def test_large_messages_are_cut_at_the_peers_frame_size_within_its_windows
                 )
                 stream_id = conn.get_next_available_stream_id()
                 conn.send_headers(stream_id, STREAMING_REQUEST_HEADERS)
-                conn.send_data(stream_id, frame(request.SerializeToString()), end_stream=True)
+                conn.send_data(stream_id, grpc_message(request.SerializeToString()), end_stream=True)
                 await socket.send_all(conn.data_to_send())
                 data, frames = await read_data(socket, conn, stream_id, len(expected))
             assert data == expected

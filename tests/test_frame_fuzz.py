@@ -42,6 +42,7 @@ from hyperframe.frame import (
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from tests.raw_h2 import PREFACE
 from tests.test_cli_chatserver import ChatServer, start_chatserver
 
 MiB = 1024 * 1024
@@ -54,7 +55,7 @@ RSS_GROWTH_BOUND = 64 * MiB
 EXAMPLE_TIMEOUT = 15
 HEALTH_TIMEOUT = 10
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize()
+START = PREFACE + SettingsFrame(0).serialize()
 METHODS = [
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
@@ -241,7 +242,7 @@ def conversation(draw: st.DrawFn) -> list[bytes]:
         else:  # with no HEADERS open before it: a connection error
             orphan = ContinuationFrame(1, b"\x82", flags=["END_HEADERS"])
             frames.append(readdressed(orphan, streams.existing(draw)))
-    data = PREFACE + b"".join(frames)
+    data = START + b"".join(frames)
     cuts = sorted(draw(st.sets(st.integers(1, len(data) - 1), max_size=8)))
     return [data[start:end] for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True)]
 

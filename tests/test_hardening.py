@@ -27,9 +27,9 @@ import trio_grpc
 from chat._proto.rpc import chat_pb2
 from tests.grpcio_stubs import test_pb2_grpc
 from tests.interop._proto.grpc.testing import messages_pb2, test_pb2
+from tests.raw_h2 import RawClient, Response, grpc_message
 from tests.test_cli_chatserver import ChatServer
 from tests.test_frame_fuzz import Target, failure, health_check, own_connection, rss
-from tests.test_hostile_peers import RawClient, Response, frame
 from trio_grpc import ServerSettings, StatusCode
 
 KiB = 1024
@@ -39,7 +39,7 @@ CALL_TIMEOUT = 10
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
 LIST_ROOMS = "/rpc.ChatService/ListChatRooms"
-HEALTH_REQUEST = frame(health_pb2.HealthCheckRequest().SerializeToString())
+HEALTH_REQUEST = grpc_message(health_pb2.HealthCheckRequest().SerializeToString())
 SERVING = health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING).SerializeToString()
 DEFAULTS = ServerSettings()  # chatserver runs with the defaults
 

@@ -1,7 +1,7 @@
 """Peers that break the rules, against our server (hostile servers against our client: test_client_hostile).
 
-The client here is h2 driven by hand over a trio socket, with h2's own checks of what it sends turned off
-(tests/raw_h2.py), so that it can send what no real client would. Each test asserts the exact HTTP/2 or gRPC
+The client here is tests/raw_h2.py's RawClient: h2 driven by hand, with h2's own checks of what it sends
+turned off, so that it can send what no real client would. Each test asserts the exact HTTP/2 or gRPC
 answer, and that the connection (or the server) goes on serving the calls that did nothing wrong.
 """
 
@@ -13,7 +13,7 @@ import gzip
 import socket as stdlib_socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -24,11 +24,10 @@ import h2.settings
 import pytest
 import trio
 import trio.testing
-from hyperframe.frame import GoAwayFrame
 
 import trio_grpc
 from tests.interop._proto.grpc.testing import messages_pb2, test_pb2
-from tests.raw_h2 import frame, permissive_config
+from tests.raw_h2 import PREFACE, ErrorCodes, Frames, RawClient, Response, grpc_message
 from tests.support import CancellationProbe
 from trio_grpc import ServerSettings, StatusCode
 
@@ -41,165 +40,11 @@ SERVER_STREAMING = "/grpc.testing.TestService/StreamingOutputCall"
 CLIENT_STREAMING = "/grpc.testing.TestService/StreamingInputCall"
 
 Context = trio_grpc.ServicerContext
-ErrorCodes = h2.errors.ErrorCodes
 
 
 def unary_request(body: bytes = b"hi", response_size: int = 0) -> bytes:
     request = messages_pb2.SimpleRequest(payload=messages_pb2.Payload(body=body), response_size=response_size)
-    return frame(request.SerializeToString())
-
-
-@dataclass
-class Response:
-    headers: list[tuple[bytes, bytes]] | None = None
-    trailers: list[tuple[bytes, bytes]] | None = None
-    data: bytearray = field(default_factory=bytearray)
-    reset: int | None = None
-    ended: bool = False
-
-    @property
-    def done(self) -> bool:
-        return self.ended or self.reset is not None
-
-    def header(self, name: bytes) -> bytes | None:
-        return dict(self.headers or ()).get(name)
-
-    def status_field(self, name: bytes) -> bytes | None:
-        """A status field, from the trailers or from a Trailers-Only response."""
-        return dict(self.trailers if self.trailers is not None else self.headers or ()).get(name)
-
-    @property
-    def grpc_status(self) -> StatusCode | None:
-        raw = self.status_field(b"grpc-status")
-        return None if raw is None else StatusCode(int(raw))
-
-    @property
-    def grpc_message(self) -> str:
-        return trio_grpc._metadata.percent_decode(self.status_field(b"grpc-message") or b"")
-
-    def messages(self) -> list[tuple[int, bytes]]:
-        data, messages = bytes(self.data), []
-        while data:
-            length = int.from_bytes(data[1:5], "big")
-            messages.append((data[0], data[5 : 5 + length]))
-            data = data[5 + length :]
-        return messages
-
-
-class RawClient:
-    """An HTTP/2 client made of h2 and a socket, that sends exactly what a test tells it to."""
-
-    def __init__(self, stream: trio.SocketStream, *, acknowledge_data: bool = True) -> None:
-        self.h2 = h2.connection.H2Connection(permissive_config(client_side=True))
-        self.socket = stream
-        self.acknowledge_data = acknowledge_data
-        self.responses: dict[int, Response] = {}
-        self.goaway: h2.events.ConnectionTerminated | None = None
-        self.ping_acks = 0
-        self.eof = False
-
-    @classmethod
-    @asynccontextmanager
-    async def connect(
-        cls, port: int, *, settings: dict[int, int] | None = None, **options: Any
-    ) -> AsyncIterator[RawClient]:
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
-        async with stream:
-            client = cls(stream, **options)
-            client.h2.initiate_connection()
-            if settings:
-                client.h2.update_settings(settings)
-            await client.flush()
-            yield client
-
-    async def flush(self) -> None:
-        data = self.h2.data_to_send()
-        if data:
-            await self.socket.send_all(data)
-
-    async def request(
-        self,
-        path: str = UNARY,
-        body: bytes | None = None,
-        *,
-        end_stream: bool = True,
-        set_headers: dict[bytes, bytes] | None = None,
-        drop: tuple[bytes, ...] = (),
-        extra: list[tuple[bytes, bytes]] | None = None,
-        flush: bool = True,
-    ) -> int:
-        """Open a stream with a gRPC request's headers (changed as asked), then send `body`.
-
-        `flush=False` leaves the frames queued, for a test that sends many in one write.
-        """
-        headers = {
-            b":method": b"POST",
-            b":scheme": b"http",
-            b":path": path.encode(),
-            b":authority": b"localhost",
-            b"te": b"trailers",
-            b"content-type": b"application/grpc",
-            **(set_headers or {}),
-        }
-        header_list = [(name, value) for name, value in headers.items() if name not in drop]
-        header_list += extra or []
-        stream_id = self.h2.get_next_available_stream_id()
-        self.responses[stream_id] = Response()
-        self.h2.send_headers(stream_id, header_list, end_stream=body is None and end_stream)
-        if body is not None:
-            self.h2.send_data(stream_id, body, end_stream=end_stream)
-        if flush:
-            await self.flush()
-        return stream_id
-
-    async def send(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
-        self.h2.send_data(stream_id, data, end_stream=end_stream)
-        await self.flush()
-
-    async def reset(self, stream_id: int, code: int = ErrorCodes.CANCEL) -> None:
-        self.h2.reset_stream(stream_id, code)
-        await self.flush()
-
-    async def receive(self) -> bool:
-        """Read and handle what comes next; False once the server closed the connection."""
-        try:
-            data = await self.socket.receive_some(65536)
-        except trio.BrokenResourceError:
-            data = b""
-        if not data:
-            self.eof = True
-            return False
-        for event in self.h2.receive_data(data):
-            response = self.responses.get(getattr(event, "stream_id", 0))
-            if isinstance(event, h2.events.ResponseReceived) and response:
-                response.headers = event.headers
-            elif isinstance(event, h2.events.TrailersReceived) and response:
-                response.trailers = event.headers
-            elif isinstance(event, h2.events.DataReceived) and response:
-                response.data += event.data
-                if self.acknowledge_data:
-                    self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            elif isinstance(event, h2.events.StreamEnded) and response:
-                response.ended = True
-            elif isinstance(event, h2.events.StreamReset) and response:
-                response.reset = event.error_code
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self.goaway = event
-            elif isinstance(event, h2.events.PingAckReceived):
-                self.ping_acks += 1
-        await self.flush()
-        return True
-
-    async def response(self, stream_id: int) -> Response:
-        response = self.responses[stream_id]
-        while not response.done:
-            if not await self.receive():
-                raise AssertionError(f"connection closed before stream {stream_id} ended: {self.goaway}")
-        return response
-
-    async def until_closed(self) -> None:
-        while await self.receive():
-            pass
+    return grpc_message(request.SerializeToString())
 
 
 class Service(CancellationProbe):
@@ -414,7 +259,7 @@ async def test_oversized_metadata_fails_the_call_or_past_the_hard_limit_the_conn
 async def test_bad_compressed_flag_gets_internal() -> None:
     with trio.fail_after(TIMEOUT):
         async with serving() as running, RawClient.connect(running.port) as client:
-            response = await client.response(await client.request(body=frame(b"", flag=2)))
+            response = await client.response(await client.request(body=grpc_message(b"", flag=2)))
             assert response.grpc_status == StatusCode.INTERNAL
             assert "compressed flag" in response.grpc_message
             await assert_still_serving(client)
@@ -427,13 +272,13 @@ async def test_compressed_message_without_grpc_encoding_gets_internal() -> None:
         async with serving() as running, RawClient.connect(running.port) as client:
             for headers in ({}, {b"grpc-encoding": b"identity"}):
                 response = await client.response(
-                    await client.request(body=frame(body, flag=1), set_headers=headers)
+                    await client.request(body=grpc_message(body, flag=1), set_headers=headers)
                 )
                 assert response.grpc_status == StatusCode.INTERNAL
                 assert "grpc-encoding" in response.grpc_message
             # With the encoding declared, the same message is fine.
             response = await client.response(
-                await client.request(body=frame(body, flag=1), set_headers={b"grpc-encoding": b"gzip"})
+                await client.request(body=grpc_message(body, flag=1), set_headers={b"grpc-encoding": b"gzip"})
             )
             assert response.grpc_status == StatusCode.OK
             await assert_still_serving(client)
@@ -443,7 +288,9 @@ async def test_unsupported_grpc_encoding_gets_unimplemented_with_accept_encoding
     with trio.fail_after(TIMEOUT):
         async with serving() as running, RawClient.connect(running.port) as client:
             response = await client.response(
-                await client.request(body=frame(b"x", flag=1), set_headers={b"grpc-encoding": b"snappy"})
+                await client.request(
+                    body=grpc_message(b"x", flag=1), set_headers={b"grpc-encoding": b"snappy"}
+                )
             )
             assert response.grpc_status == StatusCode.UNIMPLEMENTED
             assert "snappy" in response.grpc_message
@@ -462,7 +309,7 @@ async def test_compressed_response_on_the_wire() -> None:
         async with serving() as running, RawClient.connect(running.port) as client:
             headers = {b"grpc-accept-encoding": b"identity,gzip"}
             response = await client.response(
-                await client.request(body=frame(request.SerializeToString()), set_headers=headers)
+                await client.request(body=grpc_message(request.SerializeToString()), set_headers=headers)
             )
             assert response.grpc_status == StatusCode.OK
             assert response.header(b"grpc-encoding") == b"gzip"
@@ -470,7 +317,9 @@ async def test_compressed_response_on_the_wire() -> None:
             assert flag == 1 and len(body) < 1000
             assert messages_pb2.SimpleResponse.FromString(gzip.decompress(body)).payload.body == b"r" * 10_000
             # A client that does not accept gzip gets it uncompressed.
-            response = await client.response(await client.request(body=frame(request.SerializeToString())))
+            response = await client.response(
+                await client.request(body=grpc_message(request.SerializeToString()))
+            )
             assert response.header(b"grpc-encoding") is None
             [(flag, body)] = response.messages()
             assert flag == 0 and len(body) > 10_000
@@ -481,7 +330,7 @@ async def test_corrupt_compressed_message_gets_internal() -> None:
         async with serving() as running, RawClient.connect(running.port) as client:
             response = await client.response(
                 await client.request(
-                    body=frame(b"not gzip at all", flag=1), set_headers={b"grpc-encoding": b"gzip"}
+                    body=grpc_message(b"not gzip at all", flag=1), set_headers={b"grpc-encoding": b"gzip"}
                 )
             )
             assert response.grpc_status == StatusCode.INTERNAL
@@ -502,14 +351,14 @@ async def test_truncated_message_at_end_of_stream_gets_internal() -> None:
 async def test_unparseable_message_gets_internal() -> None:
     with trio.fail_after(TIMEOUT):
         async with serving() as running, RawClient.connect(running.port) as client:
-            response = await client.response(await client.request(body=frame(b"\xff\xff\xff")))
+            response = await client.response(await client.request(body=grpc_message(b"\xff\xff\xff")))
             assert response.grpc_status == StatusCode.INTERNAL
             await assert_still_serving(client)
 
 
 async def test_oversized_length_prefix_is_refused_before_the_body_is_sent() -> None:
     """Only the 5-byte prefix of a 5 MiB message goes out: the status comes back at once."""
-    piece = frame(
+    piece = grpc_message(
         messages_pb2.StreamingInputCallRequest(payload=messages_pb2.Payload(body=b"p")).SerializeToString()
     )
     with trio.fail_after(TIMEOUT):
@@ -593,10 +442,10 @@ async def test_client_that_never_sends_window_update_blocks_the_handler() -> Non
         response_parameters=[messages_pb2.ResponseParameters(size=1000)]
     )
     one_response = messages_pb2.StreamingOutputCallResponse(payload=messages_pb2.Payload(body=b"s" * 1000))
-    message_size = len(frame(one_response.SerializeToString()))
+    message_size = len(grpc_message(one_response.SerializeToString()))
     with trio.fail_after(TIMEOUT):
         async with serving() as running, RawClient.connect(running.port, acknowledge_data=False) as client:
-            stream_id = await client.request(SERVER_STREAMING, frame(request.SerializeToString()))
+            stream_id = await client.request(SERVER_STREAMING, grpc_message(request.SerializeToString()))
             response = client.responses[stream_id]
             while len(response.data) < 65535:  # the default initial window: the last message half sent
                 await client.receive()
@@ -633,7 +482,7 @@ async def test_client_that_never_reads_its_socket_does_not_grow_server_memory() 
             client.h2.increment_flow_control_window(2**31 - 1 - 65535)
             await client.flush()
             await client.receive()  # the server's SETTINGS and its ACK of ours
-            stream_id = await client.request(SERVER_STREAMING, frame(request.SerializeToString()))
+            stream_id = await client.request(SERVER_STREAMING, grpc_message(request.SerializeToString()))
             await running.service.started.wait()
             connection = running.connection()
             # Now never read again. The handler stops once the socket buffers and our queue are full.
@@ -686,7 +535,6 @@ async def test_ping_flood_is_answered_and_bounded() -> None:
 
 
 async def test_garbage_instead_of_the_preface_closes_that_connection_only() -> None:
-    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
     with trio.fail_after(TIMEOUT):
         async with (
             serving(ServerSettings(handshake_timeout=1)) as running,
@@ -696,8 +544,8 @@ async def test_garbage_instead_of_the_preface_closes_that_connection_only() -> N
             for garbage in (
                 b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
                 b"\x00" * 100,
-                preface + b"\x00\x00\x03\x06\x00\x00\x00\x00\x00abc",  # a PING of 3 bytes
-                preface
+                PREFACE + b"\x00\x00\x03\x06\x00\x00\x00\x00\x00abc",  # a PING of 3 bytes
+                PREFACE
                 + b"\xff" * 50,  # a 16 MiB frame announced: h2 waits for it, the handshake timeout not
             ):
                 stream = await trio.open_tcp_stream("127.0.0.1", running.port)
@@ -749,7 +597,7 @@ async def test_goaway_from_the_client_lets_its_calls_finish() -> None:
         async with serving() as running, RawClient.connect(running.port) as client:
             stream_id = await client.request(CLIENT_STREAMING, end_stream=False)
             # Written by hand: h2 would refuse to go on after sending its own GOAWAY.
-            await client.socket.send_all(GoAwayFrame(0, last_stream_id=0).serialize())
+            await client.socket.send_all(Frames.goaway(last_stream_id=0))
             await client.send(stream_id, b"", end_stream=True)
             assert (await client.response(stream_id)).grpc_status == StatusCode.OK
             # Then, with nothing left in flight, the server closes the connection.

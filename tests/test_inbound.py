@@ -15,7 +15,6 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
@@ -35,11 +34,9 @@ from hyperframe.frame import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.raw_h2 import MAX_FRAME, PREFACE, permissive_config
 from trio_grpc._inbound import InboundFrames
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-MAX_FRAME = 16384
-WINDOW = 65535
 REQUEST = [
     (b":method", b"POST"),
     (b":scheme", b"http"),
@@ -49,18 +46,8 @@ REQUEST = [
 ]
 
 
-def _config(client_side: bool) -> h2.config.H2Configuration:
-    return h2.config.H2Configuration(
-        client_side=client_side,
-        header_encoding=None,
-        validate_inbound_headers=False,
-        validate_outbound_headers=False,
-        normalize_outbound_headers=False,
-    )
-
-
 def server_connection() -> h2.connection.H2Connection:
-    connection = h2.connection.H2Connection(_config(client_side=False))
+    connection = h2.connection.H2Connection(permissive_config(client_side=False, check_inbound=False))
     connection.initiate_connection()
     connection.data_to_send()
     return connection
@@ -68,7 +55,7 @@ def server_connection() -> h2.connection.H2Connection:
 
 def client_connection() -> h2.connection.H2Connection:
     """A client with streams 1, 3 and 5 open (5 half-closed: its request ended) and the server's SETTINGS."""
-    connection = h2.connection.H2Connection(_config(client_side=True))
+    connection = h2.connection.H2Connection(permissive_config(client_side=True, check_inbound=False))
     connection.initiate_connection()
     for stream_id in (1, 3, 5):
         connection.send_headers(stream_id, REQUEST, end_stream=stream_id == 5)

@@ -30,7 +30,7 @@ from google.protobuf.message import Message
 import trio_grpc
 from tests.interop import server as interop_server
 from tests.interop._proto.grpc.testing import messages_pb2
-from tests.test_hostile_peers import ErrorCodes, Response, frame
+from tests.raw_h2 import ErrorCodes, Response, grpc_message, read_some, request_headers
 from trio_grpc import ChannelSettings, RpcError, ServerSettings, StatusCode
 from trio_grpc._transport import _keep_streams_open_after_goaway
 
@@ -139,10 +139,7 @@ class LazyPeer:
 
     async def receive(self) -> bool:
         """Read once and record what came; False once the other side closed the connection."""
-        try:
-            data = await self.socket.receive_some(65536)
-        except trio.BrokenResourceError:
-            data = b""
+        data = await read_some(self.socket)
         if not data:
             return False
         for event in self.h2.receive_data(data):
@@ -152,17 +149,9 @@ class LazyPeer:
             stream = self.streams.get(getattr(event, "stream_id", 0))
             if stream is None:
                 continue
-            if isinstance(event, h2.events.ResponseReceived):
-                stream.headers = event.headers
-            elif isinstance(event, h2.events.TrailersReceived):
-                stream.trailers = event.headers
-            elif isinstance(event, h2.events.DataReceived):
-                stream.data += event.data
+            stream.record(event)
+            if isinstance(event, h2.events.DataReceived):
                 self._consumed(event.stream_id, event.flow_controlled_length)
-            elif isinstance(event, h2.events.StreamEnded):
-                stream.ended = True
-            elif isinstance(event, h2.events.StreamReset):
-                stream.reset = event.error_code
         await self.flush()
         return True
 
@@ -202,16 +191,7 @@ class LazyPeer:
 
     async def open(self, path: str, extra: list[tuple[bytes, bytes]] | None = None) -> Response:
         stream_id = self.h2.get_next_available_stream_id()
-        headers = [
-            (b":method", b"POST"),
-            (b":scheme", b"http"),
-            (b":path", path.encode()),
-            (b":authority", b"localhost"),
-            (b"te", b"trailers"),
-            (b"content-type", b"application/grpc"),
-            *(extra or []),
-        ]
-        self.h2.send_headers(stream_id, headers)
+        self.h2.send_headers(stream_id, request_headers(path, *(extra or [])))
         await self.flush()
         self.streams[stream_id] = response = Response()
         return response
@@ -221,7 +201,9 @@ class LazyPeer:
         return stream_id
 
     async def send_message(self, call: Response, message: Message, *, end_stream: bool = False) -> None:
-        await self.send(self.stream_id(call), frame(message.SerializeToString()), end_stream=end_stream)
+        await self.send(
+            self.stream_id(call), grpc_message(message.SerializeToString()), end_stream=end_stream
+        )
 
     async def finish(self, call: Response) -> Response:
         await self.until(lambda: call.done)
@@ -407,7 +389,7 @@ class PeerServer:
         if not call.headers_sent:
             peer.h2.send_headers(stream_id, [(b":status", b"200"), (b"content-type", b"application/grpc")])
             call.headers_sent = True
-        await peer.send(stream_id, frame(message.SerializeToString()))
+        await peer.send(stream_id, grpc_message(message.SerializeToString()))
 
 
 @asynccontextmanager

@@ -1,7 +1,7 @@
 """The server's connection-level limits: the connection cap and eviction, idleness, the handshake deadline,
 and the PING policy (strikes, as grpc-core and grpc-go count them).
 
-Peers are the hand-driven h2 client of test_hostile_peers, raw sockets for peers that never speak HTTP/2,
+Peers are the hand-driven h2 client of tests/raw_h2.py, raw sockets for peers that never speak HTTP/2,
 and grpcio for clients whose PINGs must be let through. Timeouts are short real ones: sockets do not run
 on trio's mock clock.
 """
@@ -26,10 +26,9 @@ import trustme
 import trio_grpc
 from tests.grpcio_stubs import test_pb2_grpc
 from tests.interop._proto.grpc.testing import messages_pb2
+from tests.raw_h2 import PREFACE, ErrorCodes, RawClient
 from tests.test_hostile_peers import (
     SERVICE,
-    ErrorCodes,
-    RawClient,
     Running,
     Service,
     assert_still_serving,
@@ -39,7 +38,6 @@ from tests.test_hostile_peers import (
 from trio_grpc import ServerSettings
 
 TIMEOUT = 10
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 @asynccontextmanager

@@ -1,7 +1,9 @@
 """The gRPC client: `Channel` (connections), `Call` (one RPC), `Stub` (methods from a service descriptor).
 
 A Channel owns a nursery in which its connection tasks run; leaving `async with Channel(...)` closes them.
-It keeps one connection and opens a new one when that one is lost or draining after a GOAWAY. A `Call` is
+It keeps one connection and opens a new one when that one is lost or draining after a GOAWAY; a GOAWAY that
+says `too_many_pings` doubles the keepalive interval of the connections after it (`KeepaliveBackoff`). A call
+the server refused before processing it is sent again, once (`Call._retry_if_refused`). A `Call` is
 an async context manager: leaving it before the call ended resets the stream with RST_STREAM(CANCEL).
 The deadline of a call is the earlier of its `timeout` and the effective deadline of the cancel scopes it is
 entered in, and goes to the server as `grpc-timeout`: a handler's calls carry its own deadline onward. It
@@ -13,6 +15,8 @@ raises RpcError(DEADLINE_EXCEEDED).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import math
 import re
 import ssl
@@ -39,13 +43,20 @@ from ._status import RpcError, StatusCode, status_from_reset
 from ._timeout import format_timeout
 from ._transport import Connection, ErrorCodes, Stream, StreamClosed, close_at_once, fresh
 
+log = logging.getLogger("trio_grpc.client")
+
 # Closed streams h2 may hold beyond twice the open ones before it is made to forget them (`_open_h2_stream`).
 _H2_CLOSED_STREAMS_KEPT = 32
 
 
 class ClientConnection(Connection):
     def __init__(
-        self, socket: trio.abc.Stream, settings: ChannelSettings, authority: bytes, scheme: bytes
+        self,
+        socket: trio.abc.Stream,
+        settings: ChannelSettings,
+        authority: bytes,
+        scheme: bytes,
+        keepalive: KeepaliveBackoff,
     ) -> None:
         # h2's inbound validation would take a malformed response for a connection error, at a cost per
         # field; `headers_error` checks the same rules (`malformed_response`) and fails just that call.
@@ -59,6 +70,7 @@ class ClientConnection(Connection):
         super().__init__(socket, config, settings)
         self.settings_received = trio.Event()
         self.draining = False
+        self._keepalive = keepalive
         self._slot_lot = trio.lowlevel.ParkingLot()
         #: The request headers of each method path called on this connection, but for per-call ones.
         self._request_headers: dict[bytes, ConstantHeaders] = {}
@@ -129,6 +141,8 @@ class ClientConnection(Connection):
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         self.draining = True
+        if event.error_code == ErrorCodes.ENHANCE_YOUR_CALM and event.additional_data == b"too_many_pings":
+            self._keepalive.too_many_pings(self.limits.keepalive_time)
         refused = StreamClosed(
             f"the server refused the call ({_describe_goaway(event)})", ErrorCodes.REFUSED_STREAM
         )
@@ -187,6 +201,38 @@ class ClientConnection(Connection):
         h2_stream.state_machine.process_input(h2.stream.StreamInputs.SEND_HEADERS)
 
 
+class KeepaliveBackoff:
+    """The settings of a channel's new connections: its own, but for a keepalive interval servers made it
+    back off from. Shared by the channel and its connections (a callback into the channel would tie the
+    two in a reference cycle)."""
+
+    def __init__(self, target: str, settings: ChannelSettings) -> None:
+        self.target = target
+        self.settings = settings
+
+    def too_many_pings(self, interval: float | None) -> None:
+        """A server said the PINGs of a connection that PINGed every `interval` seconds came too often: new
+        connections PING half as often as that one did.
+
+        As grpc-core, grpc-java and grpc-go do (gRFC A8), so that a client configured more eagerly than
+        the servers it meets settles on an interval they accept instead of being cut off again and again.
+        From the connection's own interval, so that two connections told at once double it only once.
+        """
+        if interval is None:  # PINGs that were not ours (or a server that says so regardless)
+            return
+        current = self.settings.keepalive_time
+        doubled = max(current or 0.0, 2 * interval)
+        if doubled == current:
+            return
+        self.settings = dataclasses.replace(self.settings, keepalive_time=doubled)
+        log.warning(
+            "%s answered our keepalive PINGs with GOAWAY ENHANCE_YOUR_CALM (too_many_pings); "
+            "keepalive interval for new connections doubled to %gs",
+            self.target,
+            doubled,
+        )
+
+
 def _describe_goaway(event: h2.events.ConnectionTerminated) -> str:
     """The code and debug data of a GOAWAY, which say why: `GOAWAY ENHANCE_YOUR_CALM: too_many_pings`."""
     code = event.error_code
@@ -239,6 +285,7 @@ class Channel:
             tls.set_alpn_protocols(["h2"])
         self._server_hostname = server_hostname
         self.settings = settings or ChannelSettings()
+        self._keepalive = KeepaliveBackoff(target, self.settings)
         authority = server_hostname or _authority(self._address)
         self._authority = authority.encode()
         self._scheme = b"https" if tls is not None else b"http"
@@ -289,7 +336,9 @@ class Channel:
                 except trio.Cancelled:  # timed out, or the call's deadline passed: leave no socket open
                     await close_at_once(stream)
                     raise
-            connection = ClientConnection(stream, self.settings, self._authority, self._scheme)
+            connection = ClientConnection(
+                stream, self._keepalive.settings, self._authority, self._scheme, self._keepalive
+            )
             self._nursery.start_soon(connection.run)
             try:
                 await connection.settings_received.wait()
@@ -328,6 +377,10 @@ ClientInterceptor = Callable[["Call"], contextlib.AbstractAsyncContextManager[ob
 
 class Call:
     """One RPC in progress. Use as `async with`; see docs/api.md for the operations of each kind."""
+
+    #: Whether the call was sent again after a refusal (`_retry_if_refused`). A class attribute, set on the
+    #: instance only by a retry: the calls that are never refused pay nothing for it.
+    _retried = False
 
     def __init__(
         self,
@@ -493,6 +546,8 @@ class Call:
         try:
             await self._connection.send_data(stream, data, end_stream=end_stream)
         except StreamClosed as exc:
+            if await self._retry_if_refused(exc):
+                return
             answered = stream.ended or stream.receive_error is not None
             self._raise_if_failed(self._complete() if answered else self._closed_error(exc))
 
@@ -521,6 +576,8 @@ class Call:
             try:
                 headers = await self._bounded(stream.wait_for_headers)
             except StreamClosed as exc:
+                if await self._retry_if_refused(exc):
+                    return await self.initial_metadata()
                 raise self._closed_error(exc) from None
             assert self._connection is not None
             error = self._connection.headers_error(headers)
@@ -545,6 +602,8 @@ class Call:
             self._fail(exc)
             raise
         except StreamClosed as exc:
+            if await self._retry_if_refused(exc):
+                return await self._receive(schedule_point)
             raise self._closed_error(exc) from None
         if not self._headers_checked and stream.headers is not None:
             self._check_headers(stream.headers)
@@ -607,6 +666,35 @@ class Call:
             return None
         self._error = RpcError(code, message, details=details, trailing_metadata=self.trailing_metadata)
         return self._error
+
+    async def _retry_if_refused(self, closed: StreamClosed) -> bool:
+        """Send the call again, once, if the server refused it before its application saw any of it.
+
+        RST_STREAM(REFUSED_STREAM) and a stream above a GOAWAY's last stream id (which the connection closes
+        with that code) both say the server did not process the call (RFC 9113 8.7), so sending it again
+        cannot run it twice: gRPC's transparent retry (gRFC A6). Only before any response headers, and only
+        for calls whose request is in hand (unary and server-streaming requests); the new attempt goes to
+        the channel's connection (a new one if this one is going away) within the call's deadline.
+        """
+        stream, connection = self._stream, self._connection
+        if (
+            closed.reset_code != ErrorCodes.REFUSED_STREAM
+            or self._retried
+            or self._request is None
+            or stream is None
+            or connection is None
+            or stream.headers is not None
+        ):
+            return False
+        self._retried = True
+        log.debug("%s: %s; sending it again", self.method, closed.reason)
+        connection.release(stream)
+        self._stream = None
+        try:
+            await self._bounded(self._start)
+        except RpcError as exc:  # no connection to be had: that is the call's outcome from now on
+            raise self._fail(exc) from None
+        return True
 
     def _closed_error(self, closed: StreamClosed) -> RpcError:
         if closed.reset_code is None:
