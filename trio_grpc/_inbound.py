@@ -29,10 +29,12 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
+import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
 import h2.stream
+import h2.utilities
 
 _HEADER_SIZE = 9
 _DATA_TYPE = 0x0
@@ -42,6 +44,9 @@ _HEADERS_TYPE = 0x1
 _END_HEADERS = 0x4
 _PRIORITY = 0x20
 _STREAM_ID_MASK = 0x7FFFFFFF
+_RECV_HEADERS = h2.stream.StreamInputs.RECV_HEADERS
+_RECV_INFORMATIONAL_HEADERS = h2.stream.StreamInputs.RECV_INFORMATIONAL_HEADERS
+_RECV_END_STREAM = h2.stream.StreamInputs.RECV_END_STREAM
 # Where DATA changes no connection state (h2's connection state machine: RECV_DATA leaves these as they are).
 _OPEN_CONNECTION = frozenset(
     {h2.connection.ConnectionState.CLIENT_OPEN, h2.connection.ConnectionState.SERVER_OPEN}
@@ -183,12 +188,9 @@ class InboundFrames:
         # state of an open connection).
         try:
             headers = h2.connection._decode_headers(connection.decoder, bytes(block))
-            _, events = stream.receive_headers(
-                headers, bool(header >> 32 & _END_STREAM), connection.config.header_encoding
-            )
+            return _received_headers(connection.config, stream, headers, bool(header >> 32 & _END_STREAM))
         except h2.exceptions.ProtocolError as exc:
             self._refuse(exc)
-        return events
 
     def _refuse(self, exc: h2.exceptions.ProtocolError) -> NoReturn:
         """What h2's receive_data does with a connection error: GOAWAY queued, h2 closed, then raise."""
@@ -210,6 +212,33 @@ class InboundFrames:
         stream = self._h2.streams.get(stream_id)
         # Reset by us while the frame's tail was on its way: the stream is over, and nothing moves its state.
         if stream is not None and stream.state_machine.state in _RECEIVING_STATES:
-            ended = stream.state_machine.process_input(h2.stream.StreamInputs.RECV_END_STREAM)
+            ended = stream.state_machine.process_input(_RECV_END_STREAM)
             event.stream_ended = ended[0]  # type: ignore[assignment]  # h2's StreamEnded
             events += ended
+
+
+def _received_headers(
+    config: h2.config.H2Configuration, stream: h2.stream.H2Stream, headers: Any, end_stream: bool
+) -> list[Any]:
+    """h2's `H2Stream.receive_headers`, step for step, without the validation flags it builds per block for
+    the inbound validation trio_grpc turns off (they are built only for what uses them: cookie crumbs)."""
+    if config.validate_inbound_headers or isinstance(config.header_encoding, str):
+        return stream.receive_headers(headers, end_stream, config.header_encoding)[1]
+    informational = h2.utilities.is_informational_response(headers)
+    if informational and end_stream:
+        raise h2.exceptions.ProtocolError("Cannot set END_STREAM on informational responses")
+    machine = stream.state_machine
+    events = machine.process_input(_RECV_INFORMATIONAL_HEADERS if informational else _RECV_HEADERS)
+    event: Any = events[0]  # a response, its trailers, or an informational response
+    if end_stream:
+        ended = machine.process_input(_RECV_END_STREAM)
+        event.stream_ended = ended[0]
+        events += ended
+    stream._initialize_content_length(headers)
+    if type(event) is h2.events.TrailersReceived and not end_stream:
+        raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set")
+    if config.normalize_inbound_headers and any(name == b"cookie" for name, _ in headers):
+        flags = stream._build_hdr_validation_flags(events)
+        headers = h2.utilities.normalize_inbound_headers(headers, flags)
+    event.headers = list(headers)
+    return events
