@@ -183,7 +183,8 @@ class ClientConnection(Connection):
         self._slot_lot.unpark_all()
 
     def _stream_released(self) -> None:
-        self._slot_lot.unpark(count=1)
+        if self._slot_lot:  # ParkingLot's len is cheap, unpark is not, and this runs once per call
+            self._slot_lot.unpark(count=1)
         if self.draining and not self.streams:
             self.close()
 
