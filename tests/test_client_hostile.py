@@ -536,6 +536,78 @@ async def test_malformed_headers_cost_no_other_call_on_the_connection() -> None:
     assert caught.value.code == StatusCode.INTERNAL
 
 
+# Answers by the request's x-answer metadata, and what the call gets: (code, message, initial, trailing).
+MESSAGE = grpc_message(RESPONSE.SerializeToString())
+VARIED_ANSWERS: list[tuple[list[Any], tuple[Any, ...]]] = [
+    (
+        [([*GRPC_HEADERS, (b"x-a", b"1")], False), (MESSAGE, False), ([*OK_TRAILERS, (b"x-t", b"1")], True)],
+        (StatusCode.OK, "", (("x-a", "1"),), (("x-t", "1"),)),
+    ),
+    ([([*GRPC_HEADERS, (b"Bad", b"1")], False)], (StatusCode.INTERNAL, "malformed response headers", (), ())),
+    (
+        [(GRPC_HEADERS, False), (MESSAGE, False), ([(b"grpc-status", b"5"), (b"grpc-message", b"a")], True)],
+        (StatusCode.NOT_FOUND, "a", (), ()),
+    ),
+    (
+        [(GRPC_HEADERS, False), (MESSAGE, False), ([(b"grpc-status", b"5"), (b"grpc-message", b"b")], True)],
+        (StatusCode.NOT_FOUND, "b", (), ()),
+    ),
+    (
+        [(GRPC_HEADERS, False), (MESSAGE, False), ([*OK_TRAILERS, (b"X-T", b"1")], True)],
+        (StatusCode.INTERNAL, "malformed trailers", (), ()),
+    ),
+    ([([(b":status", b"200"), *OK_TRAILERS], True)], (StatusCode.INTERNAL, "cardinality violation", (), ())),
+]
+
+
+async def test_each_response_is_judged_on_its_own_however_often_it_came_before() -> None:
+    """The client keeps its checks and parses of the header lists a server repeats (one connection)."""
+
+    async def answer(peer: ServerPeer, stream_id: int, headers: dict[bytes, bytes]) -> None:
+        await sending(*VARIED_ANSWERS[int(headers[b"x-answer"])][0])(peer, stream_id, headers)
+
+    async def outcome(stub: trio_grpc.Stub, index: int) -> tuple[Any, ...]:
+        call = stub.UnaryCall.open(messages_pb2.SimpleRequest(), metadata=[("x-answer", str(index))])
+        try:
+            async with call:
+                await call.response()
+        except RpcError:
+            pass
+        initial = call._initial_metadata or ()
+        return (call.code, call.message.split(":")[0], initial, call.trailing_metadata)
+
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(answer) as server, trio_grpc.Channel(server.target) as channel:
+            stub = trio_grpc.Stub(channel, SERVICE)
+            for _ in range(3):
+                for index, (_, expected) in enumerate(VARIED_ANSWERS):
+                    assert await outcome(stub, index) == expected
+            assert len(server.peers) == 1
+
+
+async def test_kept_checks_and_parses_are_bounded() -> None:
+    """A server that sends ever new trailers, or large ones, fills no memory of ours."""
+    from trio_grpc._client import _MEMO_ENTRIES
+
+    async def answer(peer: ServerPeer, stream_id: int, headers: dict[bytes, bytes]) -> None:
+        trailers = [*OK_TRAILERS, (b"x-n", headers[b"x-n"])]
+        await sending((GRPC_HEADERS, False), (MESSAGE, False), (trailers, True))(peer, stream_id, headers)
+
+    with trio.fail_after(TIMEOUT):
+        async with raw_server(answer) as server, trio_grpc.Channel(server.target) as channel:
+            stub = trio_grpc.Stub(channel, SERVICE)
+            await stub.UnaryCall(messages_pb2.SimpleRequest(), metadata=[("x-n", "x" * 2000)])
+            connection = await channel.connection()
+            assert not any(b"x-n" in dict(headers) for _, headers in connection._memo)  # too large to keep
+            for n in range(2 * _MEMO_ENTRIES):
+                _, call = await stub.UnaryCall.with_call(
+                    messages_pb2.SimpleRequest(), metadata=[("x-n", str(n))]
+                )
+                assert call.trailing_metadata == (("x-n", str(n)),)
+            assert len(connection._memo) == _MEMO_ENTRIES
+            assert len(server.peers) == 1
+
+
 async def test_informational_response_before_the_real_one_is_skipped() -> None:
     answer = sending(
         ([(b":status", b"100")], False),

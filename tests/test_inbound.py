@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
@@ -53,9 +55,11 @@ def server_connection() -> h2.connection.H2Connection:
     return connection
 
 
-def client_connection() -> h2.connection.H2Connection:
+def client_connection(config: h2.config.H2Configuration | None = None) -> h2.connection.H2Connection:
     """A client with streams 1, 3 and 5 open (5 half-closed: its request ended) and the server's SETTINGS."""
-    connection = h2.connection.H2Connection(permissive_config(client_side=True, check_inbound=False))
+    connection = h2.connection.H2Connection(
+        config or permissive_config(client_side=True, check_inbound=False)
+    )
     connection.initiate_connection()
     for stream_id in (1, 3, 5):
         connection.send_headers(stream_id, REQUEST, end_stream=stream_id == 5)
@@ -155,7 +159,7 @@ def run(
         for read in reads:
             events += receive(read)
     except h2.exceptions.ProtocolError as exc:
-        return ("error", type(exc), exc.error_code)
+        return ("error", type(exc), exc.error_code, connection.data_to_send())  # with h2's GOAWAY
     streams = {
         stream_id: (stream.state_machine.state, stream._inbound_window_manager.current_window_size)
         for stream_id, stream in connection.streams.items()
@@ -175,8 +179,8 @@ def _joined(events: list[Any]) -> list[Any]:
                 )
             else:
                 out.append(("data", event.stream_id, bytes(event.data), event.flow_controlled_length))
-        else:
-            out.append(repr(event))
+        else:  # h2's repr leaves out the StreamEnded a HEADERS event carries
+            out.append((repr(event), repr(getattr(event, "stream_ended", None))))
     return out
 
 
@@ -249,6 +253,81 @@ def test_each_check_matches_h2_cut_anywhere(case: str) -> None:
     assert_same_however_read(server_connection, data, [data])
     for cut in cut_points(data):
         assert_same(server_connection, [data[:cut], data[cut:]])
+
+
+# The checks InboundFrames makes before it takes a HEADERS frame on a client's stream, one case each.
+RESPONSE = [(b":status", b"200"), (b"content-type", b"application/grpc")]
+TRAILERS = [(b"grpc-status", b"0")]
+END = {"END_HEADERS", "END_STREAM"}
+
+
+def _priority_headers(stream_id: int, fields: list[tuple[bytes, bytes]]) -> bytes:
+    frame = HeadersFrame(stream_id, hpack.Encoder().encode(fields), stream_weight=16, depends_on=0)
+    frame.flags = {"END_HEADERS", "PRIORITY"}  # type: ignore[assignment]
+    return frame.serialize()
+
+
+def _padded_headers(stream_id: int, fields: list[tuple[bytes, bytes]]) -> bytes:
+    frame = HeadersFrame(stream_id, hpack.Encoder().encode(fields), pad_length=5)
+    frame.flags = {"END_HEADERS", "PADDED"}  # type: ignore[assignment]
+    return frame.serialize()
+
+
+def _response_then(stream_id: int, *frames: bytes) -> bytes:
+    return _headers(stream_id, RESPONSE, {"END_HEADERS"}) + b"".join(frames)
+
+
+CLIENT_CASES = {
+    "response, message, trailers": _response_then(5, _data(5, 10, set(), None), _headers(5, TRAILERS, END)),
+    "trailers-only": _headers(5, [(b":status", b"200"), *TRAILERS], END),
+    "response ending an open stream": _headers(1, RESPONSE, END),
+    "many in a read": b"".join(_response_then(i, _headers(i, TRAILERS, END)) for i in (1, 3, 5)),
+    "trailers without END_STREAM": _response_then(5, _headers(5, TRAILERS, {"END_HEADERS"})),
+    "informational first": _headers(5, [(b":status", b"100")], {"END_HEADERS"}) + _headers(5, RESPONSE, END),
+    "informational ending the stream": _headers(5, [(b":status", b"103")], END),
+    "after END_STREAM": _headers(5, RESPONSE, END) + _headers(5, TRAILERS, END),
+    "after RST_STREAM": RstStreamFrame(1, error_code=8).serialize() + _headers(1, RESPONSE, END),
+    "after GOAWAY": GoAwayFrame(0, last_stream_id=5).serialize() + _headers(5, RESPONSE, END),
+    "on a stream never opened": _headers(7, RESPONSE, END),
+    "on a server's stream": _headers(2, RESPONSE, END),
+    "padded": _padded_headers(5, RESPONSE) + _headers(5, TRAILERS, END),
+    "with priority": _priority_headers(5, RESPONSE) + _headers(5, TRAILERS, END),
+    "continued": _headers(5, RESPONSE, set()) + ContinuationFrame(5, b"", flags=["END_HEADERS"]).serialize(),
+    "in a header block": _headers(3, RESPONSE, set()) + _headers(5, RESPONSE, END),
+    "undecodable block": b"\x00\x00\x01\x01\x05\x00\x00\x00\x05\xff",
+    "content-length": _headers(5, [*RESPONSE, (b"content-length", b"3")], {"END_HEADERS"})
+    + _data(5, 4, {"END_STREAM"}, None),
+    "bad content-length": _headers(5, [*RESPONSE, (b"content-length", b"x")], {"END_HEADERS"}),
+    "cookie crumbs": _headers(5, [*RESPONSE, (b"cookie", b"a=1"), (b"x-v", b"1"), (b"cookie", b"b=2")], END),
+    "invalid field": _headers(5, [*RESPONSE, (b"Upper", b"1")], END),
+}
+# trio_grpc's configuration (h2's inbound validation off), and h2's defaults (validation on, str headers).
+CLIENT_CONFIGS = {
+    "trio_grpc": permissive_config(client_side=True, check_inbound=False),
+    "h2 defaults": h2.config.H2Configuration(client_side=True, header_encoding="utf-8"),
+}
+
+
+@pytest.mark.parametrize("config", CLIENT_CONFIGS)
+@pytest.mark.parametrize("case", CLIENT_CASES)
+def test_each_headers_check_matches_h2_cut_anywhere(case: str, config: str) -> None:
+    data = CLIENT_CASES[case]
+    make = partial(client_connection, CLIENT_CONFIGS[config])
+    assert_same_however_read(make, data, [data])
+    for cut in range(1, len(data)):
+        assert_same(make, [data[:cut], data[cut:]])
+
+
+def test_taken_headers_leave_h2_decoding_state_as_h2_does() -> None:
+    """Blocks that insert into the HPACK table, taken here, decode later blocks that refer to them."""
+    encoder = hpack.Encoder()
+    blocks = [encoder.encode([*RESPONSE, (b"x-id", b"%d" % i)]) for i in (1, 3, 5)]
+    data = b"".join(
+        HeadersFrame(stream_id, block, flags=["END_HEADERS"]).serialize()
+        for stream_id, block in zip((1, 3, 5), blocks, strict=True)
+    )
+    expected = assert_same(client_connection, [data])
+    assert [event[0].count("x-id") for event in expected[1]] == [1, 1, 1]
 
 
 def cut_points(data: bytes) -> list[int]:

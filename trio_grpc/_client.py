@@ -21,7 +21,7 @@ import math
 import re
 import ssl
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import h2.config
 import h2.connection
@@ -47,6 +47,11 @@ log = logging.getLogger("trio_grpc.client")
 
 # Closed streams h2 may hold beyond twice the open ones before it is made to forget them (`_open_h2_stream`).
 _H2_CLOSED_STREAMS_KEPT = 32
+# What `ClientConnection.memo` keeps: this many results, of header lists at most this large.
+_MEMO_ENTRIES = 32
+_MEMO_LIST_SIZE = 1024
+
+_T = TypeVar("_T")
 
 
 class ClientConnection(Connection):
@@ -83,6 +88,8 @@ class ClientConnection(Connection):
             (b"user-agent", settings.user_agent.encode()),
             (b"grpc-accept-encoding", ACCEPT_ENCODING),
         )
+        #: Results of pure functions of received header lists (`memo`); None for the check of a sound one.
+        self._memo: dict[tuple[str, tuple[tuple[bytes, bytes], ...]], Any] = {}
         self._local_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0})
 
     @property
@@ -94,6 +101,28 @@ class ClientConnection(Connection):
         super()._on_remote_settings(event)
         self._slot_lot.unpark_all()  # MAX_CONCURRENT_STREAMS may have grown
 
+    def memo(
+        self,
+        kind: str,
+        compute: Callable[[list[tuple[bytes, bytes]]], _T],
+        headers: list[tuple[bytes, bytes]],
+    ) -> _T:
+        """`compute(headers)`, a pure function of the list, known as `kind`; kept for the small header lists
+        a server sends again.
+
+        A server answers call after call with the same response headers and trailers: their checks and
+        parses are done once per connection. Bounded: once full, new lists are computed every time. Keyed by
+        a name, not by `compute`: a bound method kept here would make a cycle through the connection.
+        """
+        key = (kind, tuple(headers))
+        try:
+            return self._memo[key]  # type: ignore[no-any-return]
+        except KeyError:
+            result = compute(headers)
+            if len(self._memo) < _MEMO_ENTRIES and header_list_size(headers) <= _MEMO_LIST_SIZE:
+                self._memo[key] = result
+            return result
+
     def _on_headers(self, event: h2.events.ResponseReceived) -> None:
         stream = self.streams.get(event.stream_id)
         if stream is None:
@@ -101,24 +130,34 @@ class ClientConnection(Connection):
         stream.headers = event.headers
         # Decided here, before the DATA that follows in the same read: the body of a response that is not
         # gRPC (a proxy's HTML error page) is never parsed as messages. The call reads the error instead.
-        malformed = malformed_response(event.headers, trailers=False)
-        error = self._response_error(event.headers, malformed)
-        if error is not None:
-            stream.receive_error = error
+        if self.memo("sound response", self._sound_response, event.headers) is not None:
+            malformed = malformed_response(event.headers, trailers=False)
+            stream.receive_error = self._response_error(event.headers, malformed)
             if event.stream_ended is None:  # nothing more of it is wanted; malformed: RFC 9113 8.1.1
                 self.reset(stream, ErrorCodes.CANCEL if malformed is None else ErrorCodes.PROTOCOL_ERROR)
         stream.wake()
 
     def _on_trailers(self, event: h2.events.TrailersReceived) -> None:
         stream = self.streams.get(event.stream_id)
-        malformed = malformed_response(event.headers, trailers=True)
-        if malformed is not None:
-            error: RpcError | None = RpcError(StatusCode.INTERNAL, f"malformed trailers: {malformed}")
-        else:
-            error = self._metadata_too_large(event.headers)
+        sound = self.memo("sound trailers", self._sound_trailers, event.headers) is None
+        error = None if sound else self._trailers_error(event.headers)
         if stream is not None and error is not None and stream.receive_error is None:
             stream.receive_error = error  # the call raises it once it has read the messages before it
         super()._on_trailers(event)
+
+    # Memoized verdicts (`memo`): None when sound, else False. The error itself is made afresh every time:
+    # an exception shared between calls would collect their tracebacks.
+    def _sound_response(self, headers: list[tuple[bytes, bytes]]) -> bool | None:
+        return None if self.headers_error(headers) is None else False
+
+    def _sound_trailers(self, headers: list[tuple[bytes, bytes]]) -> bool | None:
+        return None if self._trailers_error(headers) is None else False
+
+    def _trailers_error(self, headers: list[tuple[bytes, bytes]]) -> RpcError | None:
+        malformed = malformed_response(headers, trailers=True)
+        if malformed is not None:
+            return RpcError(StatusCode.INTERNAL, f"malformed trailers: {malformed}")
+        return self._metadata_too_large(headers)
 
     def headers_error(self, headers: list[tuple[bytes, bytes]]) -> RpcError | None:
         """Why response headers end the call before it starts, or None."""
@@ -158,7 +197,8 @@ class ClientConnection(Connection):
         self._slot_lot.unpark_all()
 
     def _stream_released(self) -> None:
-        self._slot_lot.unpark(count=1)
+        if self._slot_lot:  # ParkingLot's len is cheap, unpark is not, and this runs once per call
+            self._slot_lot.unpark(count=1)
         if self.draining and not self.streams:
             self.close()
 
@@ -645,12 +685,10 @@ class Call:
 
     def _check_headers(self, headers: list[tuple[bytes, bytes]]) -> None:
         self._headers_checked = True
-        fields = dict(headers)
-        # Trailers-Only: what it carries is trailing metadata.
-        self._initial_metadata = () if b"grpc-status" in fields else decode_metadata(headers)
-        encoding = fields.get(b"grpc-encoding")
-        if encoding is not None and encoding != b"identity":
-            self._response_encoding = encoding.decode("ascii", "replace")
+        assert self._connection is not None
+        self._initial_metadata, encoding = self._connection.memo("metadata", _response_metadata, headers)
+        if encoding is not None:
+            self._response_encoding = encoding
 
     def _complete(self) -> RpcError | None:
         """The call's final status from the trailers (or a Trailers-Only response); None if OK."""
@@ -659,8 +697,8 @@ class Call:
         if stream.receive_error is not None:  # not a gRPC response, or a message we could not accept
             return self._fail(stream.receive_error)
         trailers = stream.trailers if stream.trailers is not None else stream.headers or []
-        code, message, details = status_from_trailers(dict(trailers))
-        self.trailing_metadata = decode_metadata(trailers)
+        assert self._connection is not None
+        code, message, details, self.trailing_metadata = self._connection.memo("status", _status, trailers)
         self.code, self.message, self.details = code, message, details
         if code == StatusCode.OK:
             return None
@@ -706,6 +744,24 @@ class Call:
     def _raise_if_failed(self, error: RpcError | None) -> None:
         if error is not None:
             raise fresh(error)
+
+
+def _response_metadata(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[tuple[tuple[str, MetadataValue], ...], str | None]:
+    """The initial metadata and the message encoding (None: identity) of a response's headers."""
+    fields = dict(headers)
+    # Trailers-Only: what it carries is trailing metadata.
+    metadata = () if b"grpc-status" in fields else decode_metadata(headers)
+    encoding = fields.get(b"grpc-encoding")
+    return metadata, None if encoding in (None, b"identity") else encoding.decode("ascii", "replace")
+
+
+def _status(
+    trailers: list[tuple[bytes, bytes]],
+) -> tuple[StatusCode, str, bytes | None, tuple[tuple[str, MetadataValue], ...]]:
+    """A call's (code, message, details, trailing metadata) from its trailers."""
+    return (*status_from_trailers(dict(trailers)), decode_metadata(trailers))
 
 
 class Method:

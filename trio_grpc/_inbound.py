@@ -1,4 +1,4 @@
-"""Received bytes to h2 events, with DATA frames taken past h2's copies (part of the transport).
+"""Received bytes to h2 events, DATA frames taken past h2's copies, HEADERS past its frame objects.
 
 h2 appends every read to a buffer, slices each frame out of it, copies a DATA frame's body once more into
 bytes, and builds a frame object, a trace repr and two state-machine steps per frame: three copies of every
@@ -11,6 +11,11 @@ handed on as h2's `DataReceived` events whose data are memoryviews of the receiv
 frame spans, so nothing is buffered or copied here. Every other frame, and every DATA frame that breaks one of
 those rules, goes to h2 byte for byte, in order, and h2 answers or raises as it always did.
 
+A HEADERS frame that arrived whole on a stream h2 already has open for receiving (a client's response and
+its trailers) skips h2's frame buffer, frame object, trace repr and dispatch: its block goes straight to h2's
+own HPACK decoding and stream state machine (`_take_headers`), which give the events h2 would give. HEADERS
+that open a stream, or are padded, prioritised or continued, go to h2.
+
 Rules for this file:
 - It never decides what is legal: a DATA frame it is not sure h2 would take silently goes to h2. The one check
   made here first is h2's own: a frame over the frame size is a FRAME_SIZE_ERROR as soon as its header is here
@@ -22,18 +27,26 @@ Rules for this file:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
+import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
 import h2.stream
+import h2.utilities
 
 _HEADER_SIZE = 9
 _DATA_TYPE = 0x0
 _END_STREAM = 0x1
 _PADDED = 0x8
+_HEADERS_TYPE = 0x1
+_END_HEADERS = 0x4
+_PRIORITY = 0x20
 _STREAM_ID_MASK = 0x7FFFFFFF
+_RECV_HEADERS = h2.stream.StreamInputs.RECV_HEADERS
+_RECV_INFORMATIONAL_HEADERS = h2.stream.StreamInputs.RECV_INFORMATIONAL_HEADERS
+_RECV_END_STREAM = h2.stream.StreamInputs.RECV_END_STREAM
 # Where DATA changes no connection state (h2's connection state machine: RECV_DATA leaves these as they are).
 _OPEN_CONNECTION = frozenset(
     {h2.connection.ConnectionState.CLIENT_OPEN, h2.connection.ConnectionState.SERVER_OPEN}
@@ -87,11 +100,20 @@ class InboundFrames:
                     start + data[pos : pos + needed] if start else data[pos : pos + 9], "big"
                 )
                 frame_start, pos = pos, pos + needed
-                if header >> 40 & 0xFF == _DATA_TYPE or header >> 48 > self._h2.max_inbound_frame_size:
+                kind = header >> 40 & 0xFF
+                length = header >> 48
+                whole_headers = kind == _HEADERS_TYPE and pos + length <= end
+                if kind == _DATA_TYPE or whole_headers or length > self._h2.max_inbound_frame_size:
                     if run < frame_start:  # deciding needs h2's state after every frame before this one
                         events += self._h2.receive_data(view[run:frame_start])
                     run = frame_start
-                    if self._take_data(header):
+                    if whole_headers:
+                        taken_events = self._take_headers(header, data[pos : pos + length])
+                        if taken_events is not None:
+                            events += taken_events
+                            pos = run = pos + length
+                            continue
+                    elif self._take_data(header):
                         run = pos
                         if not self._data_left:
                             self._data_piece(events, view[pos:pos])  # an empty frame
@@ -112,7 +134,7 @@ class InboundFrames:
         length = header >> 48
         if length > connection.max_inbound_frame_size:
             msg = f"Received overlong frame: length {length}, max {connection.max_inbound_frame_size}"
-            raise h2.exceptions.FrameTooLargeError(msg)
+            self._refuse(h2.exceptions.FrameTooLargeError(msg))
         if header >> 40 & 0xFF != _DATA_TYPE or header >> 32 & _PADDED:
             return False
         stream = connection.streams.get(header & _STREAM_ID_MASK)
@@ -143,6 +165,38 @@ class InboundFrames:
         self._data_end_stream = end_stream
         return True
 
+    def _take_headers(self, header: int, block: bytes | bytearray) -> list[Any] | None:
+        """The events of a whole HEADERS frame on a stream h2 has open, as h2 gives them, made by h2's own
+        decoding and stream state machine, without its frame objects; None leaves the frame to h2.
+
+        Taken: one frame (END_HEADERS), unpadded, without priority, on a stream h2 has open for receiving
+        (a response, its trailers), no header block in progress, the connection open. Everything else,
+        among it every HEADERS that opens a stream, goes to h2.
+        """
+        connection = self._h2
+        if header >> 32 & (_PADDED | _PRIORITY | _END_HEADERS) != _END_HEADERS:
+            return None
+        stream = connection.streams.get(header & _STREAM_ID_MASK)
+        if (
+            stream is None
+            or connection.state_machine.state not in _OPEN_CONNECTION
+            or connection.incoming_buffer._headers_buffer
+            or stream.state_machine.state not in _RECEIVING_STATES
+        ):
+            return None
+        # What h2's _receive_headers_frame does for a stream it has, in its order (RECV_HEADERS changes no
+        # state of an open connection).
+        try:
+            headers = h2.connection._decode_headers(connection.decoder, bytes(block))
+            return _received_headers(connection.config, stream, headers, bool(header >> 32 & _END_STREAM))
+        except h2.exceptions.ProtocolError as exc:
+            self._refuse(exc)
+
+    def _refuse(self, exc: h2.exceptions.ProtocolError) -> NoReturn:
+        """What h2's receive_data does with a connection error: GOAWAY queued, h2 closed, then raise."""
+        self._h2._terminate_connection(exc.error_code)
+        raise exc
+
     def _data_piece(self, events: list[Any], payload: memoryview) -> None:
         """What arrived of the DATA frame being taken, as h2's event; at its end, END_STREAM if it has it."""
         stream_id = self._data_stream_id
@@ -158,6 +212,33 @@ class InboundFrames:
         stream = self._h2.streams.get(stream_id)
         # Reset by us while the frame's tail was on its way: the stream is over, and nothing moves its state.
         if stream is not None and stream.state_machine.state in _RECEIVING_STATES:
-            ended = stream.state_machine.process_input(h2.stream.StreamInputs.RECV_END_STREAM)
+            ended = stream.state_machine.process_input(_RECV_END_STREAM)
             event.stream_ended = ended[0]  # type: ignore[assignment]  # h2's StreamEnded
             events += ended
+
+
+def _received_headers(
+    config: h2.config.H2Configuration, stream: h2.stream.H2Stream, headers: Any, end_stream: bool
+) -> list[Any]:
+    """h2's `H2Stream.receive_headers`, step for step, without the validation flags it builds per block for
+    the inbound validation trio_grpc turns off (they are built only for what uses them: cookie crumbs)."""
+    if config.validate_inbound_headers or isinstance(config.header_encoding, str):
+        return stream.receive_headers(headers, end_stream, config.header_encoding)[1]
+    informational = h2.utilities.is_informational_response(headers)
+    if informational and end_stream:
+        raise h2.exceptions.ProtocolError("Cannot set END_STREAM on informational responses")
+    machine = stream.state_machine
+    events = machine.process_input(_RECV_INFORMATIONAL_HEADERS if informational else _RECV_HEADERS)
+    event: Any = events[0]  # a response, its trailers, or an informational response
+    if end_stream:
+        ended = machine.process_input(_RECV_END_STREAM)
+        event.stream_ended = ended[0]
+        events += ended
+    stream._initialize_content_length(headers)
+    if type(event) is h2.events.TrailersReceived and not end_stream:
+        raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set")
+    if config.normalize_inbound_headers and any(name == b"cookie" for name, _ in headers):
+        flags = stream._build_hdr_validation_flags(events)
+        headers = h2.utilities.normalize_inbound_headers(headers, flags)
+    event.headers = list(headers)
+    return events
