@@ -196,18 +196,31 @@ class ServicerContext:
         """Send one response message; waits while the client's flow-control window is full.
 
         `compress=False` sends this message uncompressed even when the call compresses its responses.
+        Cancelled, it raises before anything of the message is sent.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         encoding = self._response_encoding if compress else None
         if not self._headers_sent:  # first: a message refused as too large still follows the headers
             self._send_headers([])
         await self._send_framed(serialize(message, encoding, self._connection.limits.max_send_message_size))
 
     async def _send_framed(self, data: bytes) -> None:
-        """Send one framed message, after the response headers if they have not gone yet."""
+        """Send one framed message, after the response headers if they have not gone yet; the caller has
+        checked for cancellation.
+
+        This runs once per message: the common case, a message that the windows and the write buffer take
+        whole at once, is queued here with no further await (but the writer's turn once a batch is full);
+        anything else goes through `send_data` and its waits.
+        """
         if not self._headers_sent:
             self._send_headers([])
+        connection = self._connection
+        if connection.try_queue_message(self._stream, data):
+            if connection.batch_is_full():
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         try:
-            await self._connection.send_data(self._stream, data)
+            await connection.send_data(self._stream, data)
         except StreamClosed:
             await trio.lowlevel.checkpoint()  # our scope was cancelled with the stream: raise Cancelled
             raise
@@ -236,6 +249,7 @@ class ServicerContext:
 
     async def send_encoded(self, data: bytes) -> None:
         """Send one message made by `encode`, as `send` does: waits while the client's window is full."""
+        await trio.lowlevel.checkpoint_if_cancelled()
         limit = self._connection.limits.max_send_message_size
         if len(data) - 5 > limit:
             raise RpcError(
