@@ -196,16 +196,37 @@ class ServicerContext:
         """Send one response message; waits while the client's flow-control window is full.
 
         `compress=False` sends this message uncompressed even when the call compresses its responses.
+        Cancelled, it raises before anything of the message is sent.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         encoding = self._response_encoding if compress else None
         if not self._headers_sent:  # first: a message refused as too large still follows the headers
             self._send_headers([])
-        await self._send_framed(serialize(message, encoding, self._connection.limits.max_send_message_size))
+        waiting = self._queue_framed(
+            serialize(message, encoding, self._connection.limits.max_send_message_size)
+        )
+        if waiting is not None:
+            await waiting
 
-    async def _send_framed(self, data: bytes) -> None:
-        """Send one framed message, after the response headers if they have not gone yet."""
+    def _queue_framed(self, data: bytes) -> Coroutine[Any, Any, None] | None:
+        """Queue one framed message, after the response headers if they have not gone yet; what the caller
+        must then await, if anything (the caller has checked for cancellation).
+
+        This runs once per message, so the common case makes no coroutine: a message that the windows and
+        the write buffer take whole is queued here, and only once a batch is full does the sender await a
+        turn for the writer. Anything else returns `_send_waiting`, which waits in `send_data`.
+        """
         if not self._headers_sent:
             self._send_headers([])
+        connection = self._connection
+        if not connection.try_queue_message(self._stream, data):
+            return self._send_waiting(data)
+        if connection.batch_is_full():
+            # Returned, not awaited here: the caller awaits it at once (what ASYNC105 checks for).
+            return trio.lowlevel.cancel_shielded_checkpoint()  # noqa: ASYNC105
+        return None
+
+    async def _send_waiting(self, data: bytes) -> None:
         try:
             await self._connection.send_data(self._stream, data)
         except StreamClosed:
@@ -236,12 +257,15 @@ class ServicerContext:
 
     async def send_encoded(self, data: bytes) -> None:
         """Send one message made by `encode`, as `send` does: waits while the client's window is full."""
+        await trio.lowlevel.checkpoint_if_cancelled()
         limit = self._connection.limits.max_send_message_size
         if len(data) - 5 > limit:
             raise RpcError(
                 StatusCode.RESOURCE_EXHAUSTED, f"sent message larger than max ({len(data) - 5} vs. {limit})"
             )
-        await self._send_framed(data)
+        waiting = self._queue_framed(data)
+        if waiting is not None:
+            await waiting
 
     async def _receive(self, schedule_point: bool = True) -> Message:
         """The next request; StopAsyncIteration once the client has ended its stream (what `async for`

@@ -462,15 +462,16 @@ class Connection:
             if self._writer_lot:
                 self._writer_lot.unpark_all()
 
-    def _queue_data(self, stream: Stream, chunk: bytes | memoryview) -> None:
-        """Queue message bytes on a stream, for the writer to frame together with what follows them."""
-        if not stream._pending:
+    def _queue_data(self, stream: Stream, chunk: bytes | memoryview, size: int) -> None:
+        """Queue message bytes (`size` of them) on a stream, for the writer to frame together with what
+        follows them."""
+        pending = stream._pending
+        if not pending:
             # The writer parks only with nothing queued: once a stream is pending, it has been woken.
             if not self._pending_streams and self._writer_lot:
                 self._writer_lot.unpark_all()
             self._pending_streams[stream.id] = stream
-        size = len(chunk)
-        stream._pending.append(chunk)
+        pending.append(chunk)
         stream._pending_size += size
         self._pending_total += size
         self._outgoing_size += size
@@ -892,16 +893,24 @@ class Connection:
         client resets the stream and a server sends the rest before the status. Sends from several tasks on
         one stream take turns, a message at a time.
         """
+        # Cancelled before anything is queued, as Trio's own sends: a send that raises Cancelled sent nothing.
+        await trio.lowlevel.checkpoint_if_cancelled()
         if not self.try_queue_message(stream, data):
             await self._send_in_parts(stream, data)
         if end_stream:
             self.end_stream(stream)
-        # A send that did not have to wait still honours cancellation, and lets the writer run once a batch
-        # worth a write has gathered, without giving up batching for every small message.
-        if self._outgoing_size >= _YIELD_AFTER_BYTES:
-            await trio.lowlevel.checkpoint()
-        else:
-            await trio.lowlevel.checkpoint_if_cancelled()
+        if self.batch_is_full():
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def batch_is_full(self) -> bool:
+        """Whether a sender that queued without waiting should now let the writer (and other tasks) run.
+
+        A batch worth a write has gathered: yielding after every small message would give up batching, and
+        never yielding would starve the writer and every other task. The yield comes after the message is
+        queued, so it is shielded (as the second half of Trio's own sends): a cancellation that arrives
+        meanwhile is raised by the next send's check, before that one queues anything.
+        """
+        return self._outgoing_size >= _YIELD_AFTER_BYTES
 
     def try_queue_message(self, stream: Stream, data: bytes | memoryview) -> bool:
         """Queue a whole message at once if nothing stands in its way; False queues nothing.
@@ -911,7 +920,8 @@ class Connection:
         `data`, the write buffer is over `write_buffer_size`, another task's message is half-sent, or the
         stream is over (which `send_data`'s `_send_in_parts` then reports).
         """
-        h2_stream = self.h2.streams.get(stream.id)
+        h2conn = self.h2
+        h2_stream = h2conn.streams.get(stream.id)
         size = len(data)
         if (
             h2_stream is None
@@ -921,10 +931,10 @@ class Connection:
             or self._outgoing_size > self.limits.write_buffer_size
             # What the windows allow beyond the bytes already queued, on this stream and on all.
             or size > h2_stream.outbound_flow_control_window - stream._pending_size
-            or size > self.h2.outbound_flow_control_window - self._pending_total
+            or size > h2conn.outbound_flow_control_window - self._pending_total
         ):
             return False
-        self._queue_data(stream, data)
+        self._queue_data(stream, data, size)
         self.headers_and_data_sent += 1
         return True
 
@@ -954,7 +964,7 @@ class Connection:
                     await stream._wait_for_window()
                     continue
                 end = min(total, offset + window)
-                self._queue_data(stream, view[offset:end] if offset or end < total else data)
+                self._queue_data(stream, view[offset:end] if offset or end < total else data, end - offset)
                 offset = end
                 self.headers_and_data_sent += 1
                 if offset < total:
