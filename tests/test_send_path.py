@@ -24,7 +24,7 @@ import trio.testing
 
 import trio_grpc
 from tests.interop._proto.grpc.testing import messages_pb2, test_pb2
-from tests.raw_h2 import frame, permissive_config
+from tests.raw_h2 import grpc_message, permissive_config
 from trio_grpc import RpcError, ServerSettings, StatusCode
 
 SERVICE = test_pb2.DESCRIPTOR.services_by_name["TestService"]
@@ -197,7 +197,7 @@ async def test_small_messages_to_a_peer_that_never_reads_stop_at_the_write_buffe
                         (b"content-type", b"application/grpc"),
                     ],
                 )
-                client.send_data(stream_id, frame(request(0).SerializeToString()), end_stream=True)
+                client.send_data(stream_id, grpc_message(request(0).SerializeToString()), end_stream=True)
                 await socket.send_all(client.data_to_send())
                 # Read until the server has taken our SETTINGS (its ACK) and the first message came.
                 while not any(
