@@ -24,7 +24,7 @@ import trio.testing
 
 import trio_grpc
 from tests.interop._proto.grpc.testing import messages_pb2, test_pb2
-from tests.raw_h2 import grpc_message, permissive_config
+from tests.raw_h2 import grpc_message, permissive_config, request_headers
 from trio_grpc import RpcError, ServerSettings, StatusCode
 
 SERVICE = test_pb2.DESCRIPTOR.services_by_name["TestService"]
@@ -186,17 +186,7 @@ async def test_small_messages_to_a_peer_that_never_reads_stop_at_the_write_buffe
                 client.update_settings(big_window)
                 client.increment_flow_control_window(2**31 - 1 - 65535)
                 stream_id = client.get_next_available_stream_id()
-                client.send_headers(
-                    stream_id,
-                    [
-                        (b":method", b"POST"),
-                        (b":scheme", b"http"),
-                        (b":path", STREAMING_OUTPUT.encode()),
-                        (b":authority", b"localhost"),
-                        (b"te", b"trailers"),
-                        (b"content-type", b"application/grpc"),
-                    ],
-                )
+                client.send_headers(stream_id, request_headers(STREAMING_OUTPUT))
                 client.send_data(stream_id, grpc_message(request(0).SerializeToString()), end_stream=True)
                 await socket.send_all(client.data_to_send())
                 # Read until the server has taken our SETTINGS (its ACK) and the first message came.
